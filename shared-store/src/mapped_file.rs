@@ -27,6 +27,8 @@ pub(crate) struct MappedFile {
     map: MmapRaw,
     wrote: AtomicU64,
     flushed: AtomicU64,
+    /// The file was shorter than a segment when opened (cut while growing or truncated).
+    extended: bool,
     _file: File,
 }
 
@@ -42,6 +44,7 @@ impl MappedFile {
             .open(&path)
             .at(&path)?;
         let len = file.metadata().at(&path)?.len();
+        let extended = len != 0 && len < size;
         if len != size {
             if len > size || (len != 0 && !allow_extend) {
                 return Err(StoreError::Corruption {
@@ -60,8 +63,14 @@ impl MappedFile {
             map,
             wrote: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
+            extended,
             _file: file,
         })
+    }
+
+    /// Whether the file had to be extended to its full size when opened.
+    pub(crate) fn was_extended(&self) -> bool {
+        self.extended
     }
 
     pub(crate) fn path(&self) -> &Path {

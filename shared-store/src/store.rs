@@ -61,6 +61,9 @@ pub enum GetStatus {
     OffsetTooSmall,
     /// The queue does not exist.
     NoMatchedLogicQueue,
+    /// The entry at `next_begin_offset` failed its CRC/shape check: reported,
+    /// never skipped.
+    Corrupted,
     /// The queue exists but is empty.
     NoMessageInQueue,
 }
@@ -194,7 +197,9 @@ impl MessageStore {
         let index = IndexService::load(root.join("index"), config.max_hash_slot_num, config.max_index_num)?;
 
         let fresh = commit_log.files().len() == 0 && cp.is_none();
-        let clean = !crashed && cp.is_some_and(|c| c.physic == c.logics);
+        let clean = !crashed
+            && cp.is_some_and(|c| c.physic == c.logics)
+            && !commit_log.has_short_segment();
         let recovery = if fresh {
             RecoveryKind::Fresh
         } else if clean {
@@ -404,6 +409,17 @@ impl MessageStore {
                     break 'outer;
                 }
                 match inner.commit_log.read(e.physical_offset as u64, e.size as u64) {
+                    Some(data) if !matches!(message::check_entry(&data), Ok(message::EntryCheck::Message(n)) if n == data.len()) => {
+                        tracing::error!(topic, queue_id, queue_offset = qo, physical_offset = e.physical_offset, "stored message fails its CRC/shape check");
+                        metrics::counter!("ferrymq_store_corrupt_reads_total").increment(1);
+                        if r.messages.is_empty() {
+                            r.status = GetStatus::Corrupted;
+                            r.next_begin_offset = qo;
+                            return r;
+                        }
+                        next -= 1;
+                        break 'outer;
+                    }
                     Some(data) => {
                         bytes += data.len();
                         r.messages.push(GotMessage {
@@ -657,7 +673,7 @@ impl Inner {
     fn recover(&self, cp: Option<CheckpointData>) -> Result<()> {
         match (self.recovery, cp) {
             (RecoveryKind::Clean, Some(cp)) => {
-                self.commit_log.recover_clean(cp.physic)?;
+                self.commit_log.recover_clean(cp.physic, 3)?;
                 for q in self.all_queues() {
                     q.truncate_dirty(cp.physic)?;
                 }
