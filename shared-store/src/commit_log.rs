@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::error::{Result, StoreError};
 use crate::mapped_file::MappedFileQueue;
 use crate::message::{
-    self, check_entry, property, EntryCheck, Message, BLANK_MAGIC_CODE, END_FILE_MIN_BLANK_LENGTH,
+    self, check_entry_at, property, EntryCheck, Message, BLANK_MAGIC_CODE, END_FILE_MIN_BLANK_LENGTH,
     LMQ_PREFIX, MESSAGE_MAGIC_CODE, POS_PHYSICAL_OFFSET, POS_QUEUE_OFFSET, POS_SYSFLAG,
 };
 use crate::msg_id::encode_offset_msg_id;
@@ -270,9 +270,9 @@ impl CommitLog {
         Ok(flushed)
     }
 
-    /// True if a segment was found short on disk: its tail must be verified.
-    pub(crate) fn has_short_segment(&self) -> bool {
-        self.files.files().iter().any(|f| f.was_extended())
+    /// Start of the first segment found short on disk, whose bytes must be re-verified.
+    pub(crate) fn first_short_segment(&self) -> Option<u64> {
+        self.files.files().iter().find(|f| f.was_extended()).map(|f| f.from())
     }
 
     /// Trust a clean shutdown's checkpoint: the log ends at `end`. Like
@@ -305,7 +305,7 @@ impl CommitLog {
             let limit = f.wrote() as usize;
             let mut pos = 0usize;
             while pos < limit {
-                match check_entry(&all[pos..limit]) {
+                match check_entry_at(&all[pos..limit], f.from() + pos as u64) {
                     Ok(EntryCheck::Message(n)) => pos += n,
                     Ok(EntryCheck::Blank) => break,
                     Err(e) => {
@@ -354,7 +354,7 @@ impl CommitLog {
             let all = f.all();
             let mut pos = (end - f.from()) as usize;
             while pos < all.len() {
-                match check_entry(&all[pos..]) {
+                match check_entry_at(&all[pos..], f.from() + pos as u64) {
                     Ok(EntryCheck::Message(n)) => {
                         on_entry(f.from() + pos as u64, &all[pos..pos + n])?;
                         pos += n;
@@ -414,7 +414,9 @@ impl CommitLog {
             let all = f.all();
             let mut p = pos + 1;
             while p + 8 <= all.len() {
-                if all[p + 4..p + 8] == magic && matches!(check_entry(&all[p..]), Ok(EntryCheck::Message(_))) {
+                if all[p + 4..p + 8] == magic
+                    && matches!(check_entry_at(&all[p..], f.from() + p as u64), Ok(EntryCheck::Message(_)))
+                {
                     return true;
                 }
                 p += 1;
@@ -423,6 +425,6 @@ impl CommitLog {
         files
             .iter()
             .skip(1)
-            .any(|f| matches!(check_entry(f.all()), Ok(EntryCheck::Message(_))))
+            .any(|f| matches!(check_entry_at(f.all(), f.from()), Ok(EntryCheck::Message(_))))
     }
 }

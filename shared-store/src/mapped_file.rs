@@ -199,10 +199,10 @@ impl MappedFile {
         }
     }
 
-    /// Seconds since the file was last modified.
+    /// Time since the file was last modified (zero if the clock says it is in the future).
     pub(crate) fn age(&self) -> Option<std::time::Duration> {
         let m = std::fs::metadata(&self.path).ok()?.modified().ok()?;
-        m.elapsed().ok()
+        Some(m.elapsed().unwrap_or_default())
     }
 }
 

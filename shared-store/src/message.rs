@@ -413,6 +413,24 @@ pub enum EntryCheck {
     Blank,
 }
 
+/// Like [`check_entry`], and the entry's PHYSICALOFFSET field must equal
+/// `physical_offset`, where it was found (catches damage outside the body,
+/// which RocketMQ's body-only CRC does not cover).
+pub fn check_entry_at(buf: &[u8], physical_offset: u64) -> Result<EntryCheck> {
+    let r = check_entry(buf)?;
+    if let EntryCheck::Message(_) = r {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&buf[POS_PHYSICAL_OFFSET..POS_PHYSICAL_OFFSET + 8]);
+        let stored = i64::from_be_bytes(a);
+        if stored != physical_offset as i64 {
+            return Err(StoreError::Malformed(format!(
+                "entry at {physical_offset} says it is at {stored}"
+            )));
+        }
+    }
+    Ok(r)
+}
+
 /// Validate the entry at the start of `buf` (magic, sizes, body CRC) without
 /// allocating. Used by recovery, where every byte must be accounted for.
 pub fn check_entry(buf: &[u8]) -> Result<EntryCheck> {

@@ -199,7 +199,7 @@ impl MessageStore {
         let fresh = commit_log.files().len() == 0 && cp.is_none();
         let clean = !crashed
             && cp.is_some_and(|c| c.physic == c.logics)
-            && !commit_log.has_short_segment();
+            && commit_log.first_short_segment().is_none();
         let recovery = if fresh {
             RecoveryKind::Fresh
         } else if clean {
@@ -409,7 +409,12 @@ impl MessageStore {
                     break 'outer;
                 }
                 match inner.commit_log.read(e.physical_offset as u64, e.size as u64) {
-                    Some(data) if !matches!(message::check_entry(&data), Ok(message::EntryCheck::Message(n)) if n == data.len()) => {
+                    Some(data)
+                        if !matches!(
+                            message::check_entry_at(&data, e.physical_offset as u64),
+                            Ok(message::EntryCheck::Message(n)) if n == data.len()
+                        ) =>
+                    {
                         tracing::error!(topic, queue_id, queue_offset = qo, physical_offset = e.physical_offset, "stored message fails its CRC/shape check");
                         metrics::counter!("ferrymq_store_corrupt_reads_total").increment(1);
                         if r.messages.is_empty() {
@@ -684,6 +689,7 @@ impl Inner {
                 let restart = cp
                     .map(|c| c.logics.min(c.physic))
                     .unwrap_or(0)
+                    .min(self.commit_log.first_short_segment().unwrap_or(u64::MAX))
                     .max(self.commit_log.min_offset());
                 self.index.write().reindex_from(restart);
                 let end = self
