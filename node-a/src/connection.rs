@@ -1,0 +1,912 @@
+//! One client connection: CONNECT, then a loop over socket reads, session
+//! wake-ups, keep alive and takeover. The protocol handlers (one per packet
+//! type) only touch this connection's state, the session and the broker.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hashbrown::HashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::Broker;
+use crate::protocol::codec::{self, CodecError};
+use crate::protocol::packet::{
+    reason, Ack, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol, Publish,
+    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use crate::session::{ClientId, Delivery, OutState, RoutedMessage, Session, SubOptions};
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Socket error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Bad packet from the client.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// No CONNECT in time.
+    #[error("no CONNECT within the connect timeout")]
+    ConnectTimeout,
+    /// The client broke the protocol; the reason code was sent (v5).
+    #[error("protocol violation 0x{0:02x}")]
+    Protocol(u8),
+}
+
+/// How the main loop ended.
+enum Exit {
+    /// Client sent DISCONNECT (will suppressed unless reason 0x04).
+    Disconnect { send_will: bool },
+    /// Closed by us or the network: the will is published.
+    Abnormal,
+    /// Another connection took the session over.
+    TakenOver,
+    /// Broker shutdown.
+    Shutdown,
+}
+
+struct Conn {
+    broker: Arc<Broker>,
+    protocol: Protocol,
+    client_id: ClientId,
+    conn_id: u64,
+    session: Arc<Session>,
+    keep_alive: u16,
+    will: Option<Will>,
+    aliases_in: HashMap<u16, String>,
+    aliases_out: HashMap<String, u16>,
+    client_receive_max: u16,
+    client_max_packet: Option<u32>,
+    client_alias_max: u16,
+    connect_expiry_zero: bool,
+    wbuf: BytesMut,
+    rate: RateLimiter,
+}
+
+/// Serve one accepted socket until it closes.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let max_in = broker.config.max_packet_size as usize;
+
+    // CONNECT must arrive within the connect timeout; anything else first is refused.
+    let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let connect = tokio::time::timeout(connect_timeout, async {
+        loop {
+            match codec::decode(&mut rbuf, None, max_in) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(_)) => return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR)),
+                Ok(None) => {}
+                Err(e) => return Err(ConnectionError::Codec(e)),
+            }
+            if reader.read_buf(&mut rbuf).await? == 0 {
+                return Err(ConnectionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    })
+    .await;
+    let connect = match connect {
+        Ok(Ok(c)) => c,
+        Ok(Err(ConnectionError::Codec(e))) if e.reason_code() == reason::UNSUPPORTED_PROTOCOL_VERSION => {
+            // A client of an unknown version gets a CONNACK it can read (3.1.1 layout).
+            let mut b = BytesMut::new();
+            let ack = Packet::ConnAck(ConnAck {
+                reason: reason::UNSUPPORTED_PROTOCOL_VERSION,
+                ..ConnAck::default()
+            });
+            if codec::encode(&ack, Protocol::V4, &mut b, None).is_ok() {
+                let _ = writer.write_all(&b).await;
+            }
+            return Err(ConnectionError::Codec(e));
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ConnectionError::ConnectTimeout),
+    };
+    let protocol = connect.protocol.unwrap_or(Protocol::V4);
+    let mut wbuf = BytesMut::with_capacity(4096);
+
+    let Some((mut conn, kick_rx, session_present)) =
+        accept_connect(&broker, &connect, protocol, &mut wbuf)
+    else {
+        writer.write_all(&wbuf).await?;
+        writer.shutdown().await.ok();
+        return Ok(());
+    };
+    conn.wbuf = wbuf;
+    tracing::debug!(client = %conn.client_id, %peer, ?protocol, session_present, "connected");
+    broker.stats.clients_connected.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("ferrymq_mqtt_connections").increment(1.0);
+
+    if session_present {
+        conn.resend_inflight();
+    }
+    conn.drain();
+    let exit = conn.run(&mut reader, &mut writer, &mut rbuf, kick_rx, &mut shutdown).await;
+    broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    metrics::gauge!("ferrymq_mqtt_connections").decrement(1.0);
+    let _ = writer.write_all(&conn.wbuf).await;
+    let _ = writer.shutdown().await;
+    let send_will = match &exit {
+        Ok(Exit::Disconnect { send_will }) => *send_will,
+        Ok(Exit::TakenOver) | Ok(Exit::Abnormal) | Err(_) => true,
+        Ok(Exit::Shutdown) => false,
+    };
+    conn.detach(send_will);
+    exit.map(|_| ())
+}
+
+/// Validate CONNECT, attach or create the session, write CONNACK into `wbuf`.
+/// None = refused (CONNACK with the reason is in `wbuf`).
+fn accept_connect(
+    broker: &Arc<Broker>,
+    c: &Connect,
+    protocol: Protocol,
+    wbuf: &mut BytesMut,
+) -> Option<(Conn, oneshot::Receiver<u8>, bool)> {
+    let cfg = &broker.config;
+    let refuse = |wbuf: &mut BytesMut, code: u8| {
+        let ack = Packet::ConnAck(ConnAck {
+            reason: code,
+            ..ConnAck::default()
+        });
+        let _ = codec::encode(&ack, protocol, wbuf, None);
+        None
+    };
+    if c.authentication_method.is_some() {
+        // No enhanced authentication method is configured.
+        return refuse(wbuf, reason::BAD_AUTHENTICATION_METHOD);
+    }
+    if !cfg.allow_anonymous && c.username.is_none() {
+        metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
+        return refuse(wbuf, reason::NOT_AUTHORIZED);
+    }
+    let mut assigned = None;
+    let client_id: ClientId = if c.client_id.is_empty() {
+        if protocol == Protocol::V4 && !c.clean_start {
+            return refuse(wbuf, reason::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        let id = format!("ferrymq-{:016x}", rand_u64());
+        assigned = Some(id.clone());
+        Arc::from(id)
+    } else {
+        Arc::from(c.client_id.as_str())
+    };
+    let expiry = match protocol {
+        Protocol::V4 if c.clean_start => 0,
+        Protocol::V4 => u32::MAX,
+        Protocol::V5 => c.session_expiry_interval.unwrap_or(0).min(cfg.max_session_expiry),
+    };
+    let keep_alive = c.keep_alive.min(cfg.max_keep_alive);
+    let conn_id = broker.next_connection_id();
+    let (kick_tx, kick_rx) = oneshot::channel();
+
+    let _guard = broker.session_lock.lock();
+    let existing = broker.session(&client_id);
+    let (session, present) = match existing {
+        Some(s) if !c.clean_start => {
+            let mut st = s.state.lock();
+            if let Some(k) = st.kick.take() {
+                let _ = k.send(reason::SESSION_TAKEN_OVER);
+            }
+            st.connection = Some(conn_id);
+            st.kick = Some(kick_tx);
+            st.expiry_secs = expiry;
+            st.generation += 1;
+            drop(st);
+            (s, true)
+        }
+        other => {
+            if let Some(old) = other {
+                if let Some(k) = old.state.lock().kick.take() {
+                    let _ = k.send(reason::SESSION_TAKEN_OVER);
+                }
+                broker.remove_session(&old);
+            }
+            let s = Arc::new(Session::new(client_id.clone(), expiry));
+            {
+                let mut st = s.state.lock();
+                st.connection = Some(conn_id);
+                st.kick = Some(kick_tx);
+                st.generation = 1;
+            }
+            broker.insert_session(s.clone());
+            (s, false)
+        }
+    };
+    drop(_guard);
+
+    let mut props = ConnAckProperties::default();
+    if protocol == Protocol::V5 {
+        props.receive_maximum = Some(cfg.receive_maximum);
+        props.maximum_packet_size = Some(cfg.max_packet_size);
+        props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+        props.assigned_client_identifier = assigned;
+        props.retain_available = Some(1);
+        props.wildcard_subscription_available = Some(1);
+        props.subscription_identifiers_available = Some(1);
+        props.shared_subscription_available = Some(1);
+        if c.session_expiry_interval.unwrap_or(0) != expiry {
+            props.session_expiry_interval = Some(expiry);
+        }
+        if keep_alive != c.keep_alive {
+            props.server_keep_alive = Some(keep_alive);
+        }
+    }
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: present,
+        reason: reason::SUCCESS,
+        properties: props,
+    });
+    let _ = codec::encode(&ack, protocol, wbuf, None);
+
+    let mut will = c.will.clone();
+    if let Some(w) = will.as_mut() {
+        if protocol == Protocol::V4 {
+            w.delay_interval = 0;
+        }
+    }
+    Some((
+        Conn {
+            broker: broker.clone(),
+            protocol,
+            client_id,
+            conn_id,
+            session,
+            keep_alive,
+            will,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            client_receive_max: c.receive_maximum.unwrap_or(u16::MAX).max(1),
+            client_max_packet: c.maximum_packet_size,
+            client_alias_max: c.topic_alias_maximum.unwrap_or(0),
+            connect_expiry_zero: protocol == Protocol::V5 && expiry == 0,
+            wbuf: BytesMut::new(),
+            rate: RateLimiter::new(broker.config.max_publish_rate, broker.config.max_byte_rate),
+        },
+        kick_rx,
+        present,
+    ))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl Conn {
+    async fn run<R, W>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+        rbuf: &mut BytesMut,
+        mut kick: oneshot::Receiver<u8>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Exit, ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let max_in = self.broker.config.max_packet_size as usize;
+        let ka = Duration::from_millis(self.keep_alive as u64 * 1500);
+        let mut deadline = tokio::time::Instant::now() + ka;
+        let session = self.session.clone();
+        loop {
+            if !self.wbuf.is_empty() {
+                writer.write_all(&self.wbuf).await?;
+                self.wbuf.clear();
+            }
+            // Rate limits are enforced by not reading: the client's own socket backs up.
+            if let Some(wait) = self.rate.wait() {
+                tokio::time::sleep(wait).await;
+            }
+            tokio::select! {
+                n = reader.read_buf(rbuf) => {
+                    if n? == 0 {
+                        return Ok(Exit::Abnormal);
+                    }
+                    deadline = tokio::time::Instant::now() + ka;
+                    loop {
+                        match codec::decode(rbuf, Some(self.protocol), max_in) {
+                            Ok(Some(p)) => {
+                                if let Some(exit) = self.handle(p)? {
+                                    return Ok(exit);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                self.disconnect(e.reason_code());
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    self.drain();
+                }
+                _ = session.notify.notified() => self.drain(),
+                _ = tokio::time::sleep_until(deadline), if self.keep_alive > 0 => {
+                    self.disconnect(reason::KEEP_ALIVE_TIMEOUT);
+                    return Ok(Exit::Abnormal);
+                }
+                code = &mut kick => {
+                    self.disconnect(code.unwrap_or(reason::SESSION_TAKEN_OVER));
+                    return Ok(Exit::TakenOver);
+                }
+                _ = shutdown.changed() => {
+                    self.disconnect(reason::SERVER_SHUTTING_DOWN);
+                    return Ok(Exit::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Queue a server DISCONNECT (v5 only; 3.1.1 has none, the socket just closes).
+    fn disconnect(&mut self, code: u8) {
+        if self.protocol == Protocol::V5 {
+            let p = Packet::Disconnect(Disconnect {
+                reason: code,
+                ..Disconnect::default()
+            });
+            let _ = codec::encode(&p, self.protocol, &mut self.wbuf, self.client_max_packet);
+        }
+    }
+
+    fn send(&mut self, p: Packet) {
+        if let Err(e) = codec::encode(&p, self.protocol, &mut self.wbuf, self.client_max_packet) {
+            tracing::debug!(client = %self.client_id, %e, "packet not sent");
+        }
+    }
+
+    fn handle(&mut self, p: Packet) -> Result<Option<Exit>, ConnectionError> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p)?,
+            Packet::PubAck(a) => self.on_ack(a.pkid, OutState::AwaitPubAck),
+            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubComp(a) => self.on_ack(a.pkid, OutState::AwaitPubComp),
+            Packet::PubRel(a) => self.on_pubrel(a),
+            Packet::Subscribe(s) => self.on_subscribe(s)?,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.send(Packet::PingResp),
+            Packet::Disconnect(d) => return self.on_disconnect(d).map(Some),
+            Packet::Connect(_) => {
+                // A second CONNECT is a protocol error.
+                self.disconnect(reason::PROTOCOL_ERROR);
+                return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication method is configured.
+                self.disconnect(reason::BAD_AUTHENTICATION_METHOD);
+                return Err(ConnectionError::Protocol(reason::BAD_AUTHENTICATION_METHOD));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.disconnect(reason::PROTOCOL_ERROR);
+                return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<Exit, ConnectionError> {
+        if let Some(exp) = d.session_expiry_interval {
+            if self.connect_expiry_zero && exp != 0 {
+                self.disconnect(reason::PROTOCOL_ERROR);
+                return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+            }
+            self.session.state.lock().expiry_secs = exp.min(self.broker.config.max_session_expiry);
+        }
+        Ok(Exit::Disconnect {
+            send_will: d.reason == reason::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    fn ack(&mut self, qos: QoS, pkid: u16, code: u8) {
+        let a = Ack {
+            pkid,
+            reason: code,
+            ..Ack::default()
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(a)),
+            QoS::ExactlyOnce => self.send(Packet::PubRec(a)),
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), ConnectionError> {
+        let stats = &self.broker.stats;
+        stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_received
+            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        metrics::counter!("ferrymq_mqtt_messages_received_total", "qos" => qos_label(p.qos)).increment(1);
+        metrics::counter!("ferrymq_mqtt_bytes_received_total").increment(p.payload.len() as u64);
+        self.rate.record(p.payload.len());
+
+        // Topic alias (inbound).
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.broker.config.topic_alias_maximum {
+                self.disconnect(reason::TOPIC_ALIAS_INVALID);
+                return Err(ConnectionError::Protocol(reason::TOPIC_ALIAS_INVALID));
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        self.disconnect(reason::PROTOCOL_ERROR);
+                        return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+                    }
+                }
+            } else {
+                self.aliases_in.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            self.disconnect(reason::PROTOCOL_ERROR);
+            return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+        }
+
+        // Exactly once: a PUBLISH whose id awaits PUBREL is a retransmission.
+        if p.qos == QoS::ExactlyOnce {
+            let mut st = self.session.state.lock();
+            if st.incoming_qos2.contains(&p.pkid) {
+                drop(st);
+                self.ack(p.qos, p.pkid, reason::SUCCESS);
+                return Ok(());
+            }
+            if st.incoming_qos2.len() >= self.broker.config.receive_maximum as usize {
+                drop(st);
+                self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED);
+                return Err(ConnectionError::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED));
+            }
+            st.incoming_qos2.insert(p.pkid);
+        }
+
+        if p.topic.starts_with("$SYS") {
+            // Only the broker publishes $SYS.
+            self.broker.stats.publishes_denied.fetch_add(1, Ordering::Relaxed);
+            self.ack(p.qos, p.pkid, reason::NOT_AUTHORIZED);
+            return Ok(());
+        }
+        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            self.ack(p.qos, p.pkid, reason::PAYLOAD_FORMAT_INVALID);
+            return Ok(());
+        }
+
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + Duration::from_secs(s as u64));
+        p.properties.subscription_identifiers.clear();
+        let msg = Arc::new(RoutedMessage {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            publisher: Some(self.client_id.clone()),
+            expires_at,
+        });
+        if msg.retain {
+            self.broker.retain(&msg);
+        }
+        let n = self.broker.route(&msg);
+        let code = if n == 0 && self.protocol == Protocol::V5 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        };
+        self.ack(msg.qos, p.pkid, code);
+        Ok(())
+    }
+
+    fn on_pubrel(&mut self, a: Ack) {
+        let found = self.session.state.lock().incoming_qos2.remove(&a.pkid);
+        self.send(Packet::PubComp(Ack {
+            pkid: a.pkid,
+            reason: if found || self.protocol == Protocol::V4 {
+                reason::SUCCESS
+            } else {
+                reason::PACKET_IDENTIFIER_NOT_FOUND
+            },
+            ..Ack::default()
+        }));
+    }
+
+    fn on_ack(&mut self, pkid: u16, expected: OutState) {
+        let mut st = self.session.state.lock();
+        if st.inflight.get(&pkid).is_some_and(|i| i.state == expected) {
+            st.inflight.remove(&pkid);
+        }
+    }
+
+    fn on_pubrec(&mut self, a: Ack) {
+        let mut st = self.session.state.lock();
+        let Some(i) = st.inflight.get_mut(&a.pkid) else {
+            drop(st);
+            self.send(Packet::PubRel(Ack {
+                pkid: a.pkid,
+                reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
+                ..Ack::default()
+            }));
+            return;
+        };
+        if a.reason >= 0x80 {
+            // The receiver refused it: the flow ends here.
+            st.inflight.remove(&a.pkid);
+            return;
+        }
+        i.state = OutState::AwaitPubComp;
+        drop(st);
+        self.send(Packet::PubRel(Ack {
+            pkid: a.pkid,
+            ..Ack::default()
+        }));
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), ConnectionError> {
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            if !ferrymq_topics::valid_topic_filter(&f.filter) {
+                reasons.push(if self.protocol == Protocol::V5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let shared = ferrymq_topics::parse_shared(&f.filter).is_some();
+            if shared && f.no_local {
+                self.disconnect(reason::PROTOCOL_ERROR);
+                return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
+            }
+            let opts = SubOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                retain_handling: f.retain_handling,
+                subscription_id: s.subscription_identifier,
+            };
+            let existed = self.broker.subscribe(&self.client_id, &f.filter, opts);
+            self.session
+                .state
+                .lock()
+                .subscriptions
+                .insert(f.filter.clone(), opts);
+            reasons.push(f.qos as u8);
+            // Retained messages are not sent for shared subscriptions (spec 3.3.1.3).
+            let send_retained = !shared
+                && (f.retain_handling == 0 || (f.retain_handling == 1 && !existed));
+            if send_retained {
+                for m in self.broker.retained_matching(&f.filter) {
+                    retained.push(Delivery {
+                        qos: m.qos.min(f.qos),
+                        retain: true,
+                        subscription_ids: s.subscription_identifier.into_iter().collect(),
+                        msg: m,
+                        shared: None,
+                    });
+                }
+            }
+        }
+        self.send(Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            reasons,
+            reason_string: None,
+        }));
+        for d in retained {
+            self.session
+                .enqueue(d, self.broker.config.max_queued_messages, true);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let existed = self.broker.unsubscribe(&self.client_id, f);
+            self.session.state.lock().subscriptions.remove(f);
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.send(Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons,
+        }));
+    }
+
+    /// Move queued deliveries to the wire, within the client's receive maximum.
+    fn drain(&mut self) {
+        let window = self.client_receive_max.min(self.broker.config.max_inflight) as usize;
+        let now = Instant::now();
+        let mut out: Vec<(Publish, bool)> = Vec::new();
+        {
+            let mut st = self.session.state.lock();
+            while let Some(front) = st.queue.front() {
+                if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                    break;
+                }
+                let Some(d) = st.queue.pop_front() else { break };
+                if d.msg.is_expired(now) {
+                    self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let pkid = if d.qos == QoS::AtMostOnce {
+                    0
+                } else {
+                    let Some(id) = st.alloc_pkid() else {
+                        st.queue.push_front(d);
+                        break;
+                    };
+                    let state = if d.qos == QoS::AtLeastOnce {
+                        OutState::AwaitPubAck
+                    } else {
+                        OutState::AwaitPubRec
+                    };
+                    st.inflight.insert(
+                        id,
+                        crate::session::Inflight {
+                            delivery: d.clone(),
+                            state,
+                        },
+                    );
+                    id
+                };
+                out.push((to_publish(&d, pkid, false, now), d.qos != QoS::AtMostOnce));
+            }
+        }
+        for (mut p, tracked) in out {
+            self.apply_alias_out(&mut p);
+            let pkid = p.pkid;
+            let len = p.payload.len();
+            match codec::encode(&Packet::Publish(p), self.protocol, &mut self.wbuf, self.client_max_packet) {
+                Ok(()) => {
+                    self.broker.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    self.broker.stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+                    metrics::counter!("ferrymq_mqtt_messages_sent_total").increment(1);
+                    metrics::counter!("ferrymq_mqtt_bytes_sent_total").increment(len as u64);
+                }
+                Err(e) => {
+                    // Too large for this client (its Maximum Packet Size): discarded, as the spec says.
+                    tracing::debug!(client = %self.client_id, %e, "publish dropped");
+                    self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "too_large").increment(1);
+                    if tracked {
+                        self.session.state.lock().inflight.remove(&pkid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_alias_out(&mut self, p: &mut Publish) {
+        if self.protocol != Protocol::V5 || self.client_alias_max == 0 {
+            return;
+        }
+        if let Some(a) = self.aliases_out.get(&p.topic) {
+            p.properties.topic_alias = Some(*a);
+            p.topic.clear();
+        } else if self.aliases_out.len() < self.client_alias_max as usize {
+            let a = self.aliases_out.len() as u16 + 1;
+            self.aliases_out.insert(p.topic.clone(), a);
+            p.properties.topic_alias = Some(a);
+        }
+    }
+
+    /// After a session resumes: unacknowledged PUBLISH again with DUP, PUBREL again.
+    fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let items: Vec<(u16, Delivery, OutState)> = self
+            .session
+            .state
+            .lock()
+            .inflight
+            .iter()
+            .map(|(k, v)| (*k, v.delivery.clone(), v.state))
+            .collect();
+        for (pkid, d, state) in items {
+            match state {
+                OutState::AwaitPubComp => self.send(Packet::PubRel(Ack {
+                    pkid,
+                    ..Ack::default()
+                })),
+                _ => {
+                    let p = to_publish(&d, pkid, true, now);
+                    self.send(Packet::Publish(p));
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: publish the will, let the session expire.
+    fn detach(&mut self, send_will: bool) {
+        let broker = self.broker.clone();
+        let (expiry, generation) = {
+            let _g = broker.session_lock.lock();
+            let mut st = self.session.state.lock();
+            if st.connection != Some(self.conn_id) {
+                // Taken over: the new connection owns the session now.
+                (None, 0)
+            } else {
+                st.connection = None;
+                st.kick = None;
+                (Some(st.expiry_secs), st.generation)
+            }
+        };
+        let will = if send_will { self.will.take() } else { None };
+        if let Some(w) = will {
+            let delay = w.delay_interval.min(expiry.unwrap_or(0));
+            if delay == 0 {
+                publish_will(&broker, &self.client_id, w);
+            } else {
+                let session = self.session.clone();
+                let client = self.client_id.clone();
+                let b = broker.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(delay as u64)).await;
+                    // A reconnect to the same session within the delay cancels the will.
+                    let st = session.state.lock();
+                    let resumed = st.generation != generation || st.connection.is_some();
+                    drop(st);
+                    if !resumed {
+                        publish_will(&b, &client, w);
+                    }
+                });
+            }
+        }
+        // Shared-subscription messages this client cannot take now go to other members.
+        let pending: Vec<Delivery> = {
+            let mut st = self.session.state.lock();
+            let mut moved = Vec::new();
+            let keep: Vec<_> = st.queue.drain(..).filter_map(|d| {
+                if d.shared.is_some() && d.qos != QoS::AtMostOnce {
+                    moved.push(d);
+                    None
+                } else {
+                    Some(d)
+                }
+            }).collect();
+            st.queue.extend(keep);
+            let ids: Vec<u16> = st
+                .inflight
+                .iter()
+                .filter(|(_, i)| i.delivery.shared.is_some() && i.state != OutState::AwaitPubComp)
+                .map(|(k, _)| *k)
+                .collect();
+            for id in ids {
+                if let Some(i) = st.inflight.remove(&id) {
+                    moved.push(i.delivery);
+                }
+            }
+            moved
+        };
+        if !pending.is_empty() {
+            broker.redistribute(&self.client_id, pending);
+        }
+        match expiry {
+            Some(0) => broker.remove_session(&self.session),
+            Some(u32::MAX) | None => {}
+            Some(secs) => {
+                let session = self.session.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(secs as u64)).await;
+                    let expired = {
+                        let st = session.state.lock();
+                        st.generation == generation && st.connection.is_none()
+                    };
+                    if expired {
+                        broker.remove_session(&session);
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn publish_will(broker: &Arc<Broker>, client: &ClientId, w: Will) {
+    let expires_at = w
+        .properties
+        .message_expiry_interval
+        .map(|s| Instant::now() + Duration::from_secs(s as u64));
+    let msg = Arc::new(RoutedMessage {
+        topic: w.topic,
+        payload: w.payload,
+        qos: w.qos,
+        retain: w.retain,
+        properties: w.properties,
+        publisher: Some(client.clone()),
+        expires_at,
+    });
+    if msg.retain {
+        broker.retain(&msg);
+    }
+    broker.route(&msg);
+}
+
+fn to_publish(d: &Delivery, pkid: u16, dup: bool, now: Instant) -> Publish {
+    let mut props = d.msg.properties.clone();
+    props.subscription_identifiers = d.subscription_ids.clone();
+    props.topic_alias = None;
+    if d.msg.expires_at.is_some() {
+        props.message_expiry_interval = d.msg.remaining_expiry(now);
+    }
+    Publish {
+        dup,
+        qos: d.qos,
+        retain: d.retain,
+        topic: d.msg.topic.clone(),
+        pkid,
+        payload: d.msg.payload.clone(),
+        properties: props,
+    }
+}
+
+fn qos_label(q: QoS) -> &'static str {
+    match q {
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
+    }
+}
+
+/// Per-client token buckets for message and byte rates (0 = unlimited).
+struct RateLimiter {
+    msg_rate: u32,
+    byte_rate: u64,
+    window_start: Instant,
+    msgs: u32,
+    bytes: u64,
+}
+
+impl RateLimiter {
+    fn new(msg_rate: u32, byte_rate: u64) -> Self {
+        Self {
+            msg_rate,
+            byte_rate,
+            window_start: Instant::now(),
+            msgs: 0,
+            bytes: 0,
+        }
+    }
+
+    fn record(&mut self, bytes: usize) {
+        self.roll();
+        self.msgs += 1;
+        self.bytes += bytes as u64;
+    }
+
+    fn roll(&mut self) {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.msgs = 0;
+            self.bytes = 0;
+        }
+    }
+
+    /// How long to stop reading before the next window, if over a limit.
+    fn wait(&mut self) -> Option<Duration> {
+        self.roll();
+        let over = (self.msg_rate > 0 && self.msgs >= self.msg_rate)
+            || (self.byte_rate > 0 && self.bytes >= self.byte_rate);
+        over.then(|| Duration::from_secs(1).saturating_sub(self.window_start.elapsed()))
+    }
+}

@@ -1,0 +1,99 @@
+//! Accepting connections within the connection limits, and the node's handle.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::NodeAConfig;
+
+/// A running A node.
+pub struct NodeA {
+    /// Shared broker state.
+    pub broker: Arc<Broker>,
+    /// Address the MQTT listener is bound to.
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    sys: Option<JoinHandle<()>>,
+}
+
+impl NodeA {
+    /// Stop accepting, send DISCONNECT 0x8B to v5 clients, close every connection.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.accept.abort();
+        if let Some(s) = self.sys {
+            s.abort();
+        }
+        // Give connections their turn to write the DISCONNECT and close.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.broker.stats.clients_connected.load(Ordering::Relaxed) > 0
+            && Instant::now() < deadline
+        {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Bind the listener and start serving. Port 0 picks a free port (see `local_addr`).
+pub async fn run(config: NodeAConfig) -> std::io::Result<NodeA> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let broker = Arc::new(Broker::new(config));
+    let (tx, rx) = watch::channel(false);
+    let accept = tokio::spawn(accept_loop(listener, broker.clone(), rx));
+    let sys = (broker.config.sys_interval_secs > 0)
+        .then(|| tokio::spawn(crate::sys::publish_loop(broker.clone())));
+    Ok(NodeA {
+        broker,
+        local_addr,
+        shutdown: tx,
+        accept,
+        sys,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut window = Instant::now();
+    let mut in_window = 0u32;
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if window.elapsed() >= Duration::from_secs(1) {
+            window = Instant::now();
+            in_window = 0;
+        }
+        in_window += 1;
+        if in_window > broker.config.max_connection_rate
+            || open.load(Ordering::Relaxed) >= broker.config.max_connections
+        {
+            metrics::counter!("ferrymq_mqtt_connections_refused_total").increment(1);
+            drop(sock);
+            continue;
+        }
+        let _ = sock.set_nodelay(true);
+        open.fetch_add(1, Ordering::Relaxed);
+        let (b, o, rx) = (broker.clone(), open.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::connection::serve(b, sock, peer, rx).await {
+                tracing::debug!(%peer, %e, "connection closed");
+            }
+            o.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

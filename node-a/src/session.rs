@@ -1,0 +1,188 @@
+//! Sessions: what the broker keeps for a client id across connections
+//! (subscriptions, queued and in-flight messages). A session is shared between
+//! the publishers that enqueue into it and the one connection that drains it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::protocol::packet::{PublishProperties, QoS};
+
+/// Client identifiers are shared everywhere; `Arc<str>` makes copies cheap.
+pub type ClientId = Arc<str>;
+
+/// A message after the broker accepted it: shared by every receiver.
+#[derive(Debug)]
+pub struct RoutedMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties to forward (alias and subscription ids removed).
+    pub properties: PublishProperties,
+    /// Publishing client, for No Local.
+    pub publisher: Option<ClientId>,
+    /// When the message expires (message expiry interval).
+    pub expires_at: Option<Instant>,
+}
+
+impl RoutedMessage {
+    /// Seconds left before expiry; None = never expires, Some(0) = expired.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at
+            .map(|t| t.saturating_duration_since(now).as_secs().min(u32::MAX as u64) as u32)
+    }
+
+    /// Whether the message expired.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Subscription options kept per (session, filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubOptions {
+    /// Maximum QoS granted.
+    pub qos: QoS,
+    /// Don't receive own publishes.
+    pub no_local: bool,
+    /// Keep the publisher's retain flag.
+    pub retain_as_published: bool,
+    /// Retain handling (0, 1, 2).
+    pub retain_handling: u8,
+    /// Subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub msg: Arc<RoutedMessage>,
+    /// QoS towards this session: min(published, granted).
+    pub qos: QoS,
+    /// Retain flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+    /// Set when the message came through a shared subscription `(group, filter)`:
+    /// on member loss it is redistributed instead of waiting for this session.
+    pub shared: Option<(Arc<str>, Arc<str>)>,
+}
+
+/// Where an outgoing QoS 1/2 message is in its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+/// An outgoing message waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Flow state.
+    pub state: OutState,
+}
+
+/// Mutable session state, behind the session's lock.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// filter → options (shared ones under their full `$share/...` filter).
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// Messages waiting to be sent.
+    pub queue: VecDeque<Delivery>,
+    /// Outgoing QoS 1/2 messages by packet id.
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Next packet id to try.
+    pub next_pkid: u16,
+    /// Id of the connection attached to this session, if any.
+    pub connection: Option<u64>,
+    /// Tells the attached connection to close (takeover, admin).
+    pub kick: Option<oneshot::Sender<u8>>,
+    /// Session expiry interval in seconds (u32::MAX = never).
+    pub expiry_secs: u32,
+    /// Bumped on every attach, so stale expiry timers and wills can tell.
+    pub generation: u64,
+}
+
+impl SessionState {
+    /// A free packet id (1..=65535) not in flight.
+    pub fn alloc_pkid(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid == 0 {
+                self.next_pkid = 1;
+            }
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return Some(self.next_pkid);
+            }
+        }
+        None
+    }
+}
+
+/// A session.
+#[derive(Debug)]
+pub struct Session {
+    /// Client identifier.
+    pub client_id: ClientId,
+    /// State.
+    pub state: Mutex<SessionState>,
+    /// Woken when messages are queued.
+    pub notify: Notify,
+    /// Messages dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(client_id: ClientId, expiry_secs: u32) -> Self {
+        Self {
+            client_id,
+            state: Mutex::new(SessionState {
+                expiry_secs,
+                ..SessionState::default()
+            }),
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queue a delivery. Returns false (and counts a drop) when the session's
+    /// queue is full or the message is QoS 0 for an offline session that does
+    /// not queue QoS 0: one slow client costs only its own bounded queue.
+    pub fn enqueue(&self, d: Delivery, max_queued: usize, queue_qos0_offline: bool) -> bool {
+        let mut st = self.state.lock();
+        if st.connection.is_none() && d.qos == QoS::AtMostOnce && !queue_qos0_offline {
+            return false;
+        }
+        if st.queue.len() >= max_queued {
+            drop(st);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+            return false;
+        }
+        st.queue.push_back(d);
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+}
