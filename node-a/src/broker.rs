@@ -65,6 +65,10 @@ pub struct Stats {
 pub struct Broker {
     /// Configuration.
     pub config: NodeAConfig,
+    /// Users, when a password file is configured.
+    pub passwords: Option<crate::auth::PasswordFile>,
+    /// Access rules.
+    pub acl: crate::acl::Acl,
     sessions: RwLock<HashMap<ClientId, Arc<Session>>>,
     /// Serialises session attach/detach so takeovers are atomic.
     pub(crate) session_lock: Mutex<()>,
@@ -78,10 +82,28 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Empty broker state.
+    /// Broker state with the configured password file and ACL loaded.
+    pub fn load(config: NodeAConfig) -> std::io::Result<Self> {
+        let passwords = match &config.password_file {
+            Some(p) => Some(crate::auth::PasswordFile::load(p).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(p) => crate::acl::Acl::load(p, config.acl_default_allow).map_err(std::io::Error::other)?,
+            None => crate::acl::Acl::allow_all(),
+        };
+        let mut b = Self::new(config);
+        b.passwords = passwords;
+        b.acl = acl;
+        Ok(b)
+    }
+
+    /// Empty broker state, no authentication, everything allowed.
     pub fn new(config: NodeAConfig) -> Self {
         Self {
             config,
+            passwords: None,
+            acl: crate::acl::Acl::allow_all(),
             sessions: RwLock::new(HashMap::new()),
             session_lock: Mutex::new(()),
             subs: RwLock::new(SubscriptionTrie::new()),

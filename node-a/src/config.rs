@@ -41,6 +41,12 @@ pub struct NodeAConfig {
     pub sys_interval_secs: u64,
     /// Whether clients without credentials may connect.
     pub allow_anonymous: bool,
+    /// Password file (`user:argon2-hash` lines, see `ferrymq passwd`).
+    pub password_file: Option<std::path::PathBuf>,
+    /// ACL rule file (see `acl.rs` for the format).
+    pub acl_file: Option<std::path::PathBuf>,
+    /// What happens when no ACL rule matches.
+    pub acl_default_allow: bool,
 }
 
 impl Default for NodeAConfig {
@@ -62,6 +68,9 @@ impl Default for NodeAConfig {
             topic_alias_maximum: 64,
             sys_interval_secs: 10,
             allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            acl_default_allow: true,
         }
     }
 }

@@ -53,6 +53,7 @@ struct Conn {
     broker: Arc<Broker>,
     protocol: Protocol,
     client_id: ClientId,
+    username: Option<String>,
     conn_id: u64,
     session: Arc<Session>,
     keep_alive: u16,
@@ -117,8 +118,23 @@ where
     let protocol = connect.protocol.unwrap_or(Protocol::V4);
     let mut wbuf = BytesMut::with_capacity(4096);
 
+    // Password checks cost milliseconds of CPU: keep them off the async workers.
+    let authenticated = match (&broker.passwords, &connect.username) {
+        (Some(_), Some(user)) => {
+            let b = broker.clone();
+            let user = user.clone();
+            let pw = connect.password.clone().unwrap_or_default();
+            tokio::task::spawn_blocking(move || {
+                b.passwords.as_ref().is_some_and(|p| p.verify(&user, &pw))
+            })
+            .await
+            .unwrap_or(false)
+        }
+        _ => false,
+    };
+
     let Some((mut conn, kick_rx, session_present)) =
-        accept_connect(&broker, &connect, protocol, &mut wbuf)
+        accept_connect(&broker, &connect, protocol, authenticated, &mut wbuf)
     else {
         writer.write_all(&wbuf).await?;
         writer.shutdown().await.ok();
@@ -153,6 +169,7 @@ fn accept_connect(
     broker: &Arc<Broker>,
     c: &Connect,
     protocol: Protocol,
+    authenticated: bool,
     wbuf: &mut BytesMut,
 ) -> Option<(Conn, oneshot::Receiver<u8>, bool)> {
     let cfg = &broker.config;
@@ -168,9 +185,16 @@ fn accept_connect(
         // No enhanced authentication method is configured.
         return refuse(wbuf, reason::BAD_AUTHENTICATION_METHOD);
     }
-    if !cfg.allow_anonymous && c.username.is_none() {
-        metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
-        return refuse(wbuf, reason::NOT_AUTHORIZED);
+    match (&c.username, &broker.passwords) {
+        (Some(_), Some(_)) if !authenticated => {
+            metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
+            return refuse(wbuf, reason::BAD_USER_NAME_OR_PASSWORD);
+        }
+        (None, _) if !cfg.allow_anonymous => {
+            metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
+            return refuse(wbuf, reason::NOT_AUTHORIZED);
+        }
+        _ => {}
     }
     let mut assigned = None;
     let client_id: ClientId = if c.client_id.is_empty() {
@@ -262,6 +286,7 @@ fn accept_connect(
             broker: broker.clone(),
             protocol,
             client_id,
+            username: c.username.clone(),
             conn_id,
             session,
             keep_alive,
@@ -477,10 +502,27 @@ impl Conn {
             st.incoming_qos2.insert(p.pkid);
         }
 
-        if p.topic.starts_with("$SYS") {
-            // Only the broker publishes $SYS.
+        let allowed = !p.topic.starts_with("$SYS")
+            && self.broker.acl.check(
+                self.username.as_deref(),
+                &self.client_id,
+                crate::acl::Action::Publish,
+                &p.topic,
+            );
+        if !allowed {
+            // Only the broker publishes $SYS. v5 hears 0x87; 3.1.1 has no way to be
+            // told, so the message is dropped (and acked, or the client would resend forever).
             self.broker.stats.publishes_denied.fetch_add(1, Ordering::Relaxed);
-            self.ack(p.qos, p.pkid, reason::NOT_AUTHORIZED);
+            metrics::counter!("ferrymq_mqtt_publishes_denied_total").increment(1);
+            if p.qos == QoS::ExactlyOnce {
+                self.session.state.lock().incoming_qos2.remove(&p.pkid);
+            }
+            let code = if self.protocol == Protocol::V5 {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::SUCCESS
+            };
+            self.ack(p.qos, p.pkid, code);
             return Ok(());
         }
         if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
@@ -566,6 +608,20 @@ impl Conn {
             if !ferrymq_topics::valid_topic_filter(&f.filter) {
                 reasons.push(if self.protocol == Protocol::V5 {
                     reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if !self.broker.acl.check(
+                self.username.as_deref(),
+                &self.client_id,
+                crate::acl::Action::Subscribe,
+                &f.filter,
+            ) {
+                metrics::counter!("ferrymq_mqtt_subscribes_denied_total").increment(1);
+                reasons.push(if self.protocol == Protocol::V5 {
+                    reason::NOT_AUTHORIZED
                 } else {
                     reason::UNSPECIFIED_ERROR
                 });

@@ -6,6 +6,8 @@
 //! queues a `Delivery` on each receiving `Session` → that session's connection
 //! drains it to the wire within the receive maximum.
 
+pub mod acl;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;

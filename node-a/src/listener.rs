@@ -46,7 +46,7 @@ impl NodeA {
 pub async fn run(config: NodeAConfig) -> std::io::Result<NodeA> {
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let broker = Arc::new(Broker::new(config));
+    let broker = Arc::new(Broker::load(config)?);
     let (tx, rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, broker.clone(), rx));
     let sys = (broker.config.sys_interval_secs > 0)

@@ -288,7 +288,9 @@ fn samples(v: Protocol) -> Vec<Packet> {
         Packet::SubAck(SubAck {
             pkid: 10,
             reasons: if v5 {
-                vec![0, 1, 2, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2]
+                vec![
+                    0, 1, 2, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+                ]
             } else {
                 vec![0, 1, 2, 0x80]
             },
@@ -484,9 +486,14 @@ fn a_stream_of_packets_decodes_in_order() {
         // Like a server: no protocol until CONNECT, then the CONNECT's protocol.
         let first = decode(&mut stream, None, MAX).unwrap().unwrap();
         assert_eq!(&first, connect);
-        let Packet::Connect(c) = first else { unreachable!() };
+        let Packet::Connect(c) = first else {
+            unreachable!()
+        };
         for p in &rest {
-            assert_eq!(decode(&mut stream, c.protocol, MAX).unwrap().as_ref(), Some(p));
+            assert_eq!(
+                decode(&mut stream, c.protocol, MAX).unwrap().as_ref(),
+                Some(p)
+            );
         }
         assert!(stream.is_empty());
         assert_eq!(decode(&mut stream, c.protocol, MAX), Ok(None));
@@ -540,137 +547,706 @@ fn validation_cases_yield_their_reason_codes() {
     let cases: Vec<(&str, Vec<u8>, Option<Protocol>, u8)> = vec![
         // --- state ---
         ("first packet not CONNECT", vec![0xC0, 0x00], None, PROTOCOL),
-        ("first packet PUBLISH", publish4(0x30, b"a", None), None, PROTOCOL),
+        (
+            "first packet PUBLISH",
+            publish4(0x30, b"a", None),
+            None,
+            PROTOCOL,
+        ),
         ("second CONNECT", connect4(0x02, &id), Some(V4), PROTOCOL),
         ("second CONNECT v5", c5(0x02, &[0], &id), Some(V5), PROTOCOL),
         // --- framing ---
-        ("5-byte remaining length", vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Some(V5), MALFORMED),
-        ("5-byte remaining length, early", vec![0x30, 0x80, 0x80, 0x80, 0x80], Some(V4), MALFORMED),
+        (
+            "5-byte remaining length",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "5-byte remaining length, early",
+            vec![0x30, 0x80, 0x80, 0x80, 0x80],
+            Some(V4),
+            MALFORMED,
+        ),
         ("packet type 0", vec![0x00, 0x00], Some(V5), MALFORMED),
         ("AUTH in 3.1.1", vec![0xF0, 0x00], Some(V4), MALFORMED),
         // --- fixed header flags ---
-        ("CONNECT flags", cat(&[&[0x11], &connect4(0x02, &id)[1..]]), None, MALFORMED),
-        ("SUBSCRIBE flags 0000", cat(&[&[0x80], &subscribe4(1, &[(b"a", 0)])[1..]]), Some(V4), MALFORMED),
-        ("SUBSCRIBE flags 0011", cat(&[&[0x83], &subscribe4(1, &[(b"a", 0)])[1..]]), Some(V4), MALFORMED),
-        ("UNSUBSCRIBE flags", frame(0xA0, &cat(&[&[0, 1], &s(b"a")])), Some(V4), MALFORMED),
-        ("PUBREL flags", vec![0x60, 0x02, 0x00, 0x01], Some(V4), MALFORMED),
-        ("PUBACK flags", vec![0x42, 0x02, 0x00, 0x01], Some(V5), MALFORMED),
+        (
+            "CONNECT flags",
+            cat(&[&[0x11], &connect4(0x02, &id)[1..]]),
+            None,
+            MALFORMED,
+        ),
+        (
+            "SUBSCRIBE flags 0000",
+            cat(&[&[0x80], &subscribe4(1, &[(b"a", 0)])[1..]]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "SUBSCRIBE flags 0011",
+            cat(&[&[0x83], &subscribe4(1, &[(b"a", 0)])[1..]]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "UNSUBSCRIBE flags",
+            frame(0xA0, &cat(&[&[0, 1], &s(b"a")])),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "PUBREL flags",
+            vec![0x60, 0x02, 0x00, 0x01],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "PUBACK flags",
+            vec![0x42, 0x02, 0x00, 0x01],
+            Some(V5),
+            MALFORMED,
+        ),
         ("PINGREQ flags", vec![0xC1, 0x00], Some(V4), MALFORMED),
         ("DISCONNECT flags", vec![0xE2, 0x00], Some(V5), MALFORMED),
         // --- PUBLISH ---
-        ("QoS 3", publish5(0x36, b"a", Some(1), &[0]), Some(V5), MALFORMED),
-        ("QoS 3 v4", publish4(0x36, b"a", Some(1)), Some(V4), MALFORMED),
+        (
+            "QoS 3",
+            publish5(0x36, b"a", Some(1), &[0]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "QoS 3 v4",
+            publish4(0x36, b"a", Some(1)),
+            Some(V4),
+            MALFORMED,
+        ),
         ("QoS 3, first byte only", vec![0x36], Some(V4), MALFORMED),
-        ("QoS 0 with DUP", publish5(0x38, b"a", None, &[0]), Some(V5), MALFORMED),
-        ("QoS 0 with DUP v4", publish4(0x38, b"a", None), Some(V4), MALFORMED),
-        ("QoS 1 pkid 0", publish5(0x32, b"a", Some(0), &[0]), Some(V5), PROTOCOL),
-        ("QoS 2 pkid 0 v4", publish4(0x34, b"a", Some(0)), Some(V4), PROTOCOL),
-        ("topic with +", publish5(0x30, b"a/+", None, &[0]), Some(V5), TOPIC_NAME),
-        ("topic with #", publish5(0x30, b"a/#", None, &[0]), Some(V5), TOPIC_NAME),
-        ("topic with U+0000", publish5(0x30, b"a\0b", None, &[0]), Some(V5), TOPIC_NAME),
-        ("topic not UTF-8", publish5(0x30, b"\xff\xfe", None, &[0]), Some(V5), TOPIC_NAME),
-        ("empty topic, no alias", publish5(0x30, b"", None, &[0]), Some(V5), TOPIC_NAME),
-        ("topic with + v4", publish4(0x30, b"a/+", None), Some(V4), MALFORMED),
-        ("topic with # v4", publish4(0x30, b"#", None), Some(V4), MALFORMED),
-        ("topic with U+0000 v4", publish4(0x30, b"\0", None), Some(V4), MALFORMED),
-        ("topic not UTF-8 v4", publish4(0x30, b"\xc3", None), Some(V4), MALFORMED),
-        ("empty topic v4", publish4(0x30, b"", None), Some(V4), MALFORMED),
-        ("topic alias 0", publish5(0x30, b"a", None, &[3, 0x23, 0, 0]), Some(V5), TOPIC_ALIAS),
-        ("subscription id 0 in PUBLISH", publish5(0x30, b"a", None, &[2, 0x0B, 0]), Some(V5), PROTOCOL),
-        ("payload format 2", publish5(0x30, b"a", None, &[2, 0x01, 2]), Some(V5), PROTOCOL),
-        ("duplicate content type", publish5(0x30, b"a", None, &cat(&[&[8, 0x03], &s(b"a"), &[0x03], &s(b"b")])), Some(V5), PROTOCOL),
-        ("session expiry in PUBLISH", publish5(0x30, b"a", None, &[5, 0x11, 0, 0, 0, 1]), Some(V5), MALFORMED),
-        ("unknown property 0x7F", publish5(0x30, b"a", None, &[2, 0x7F, 0]), Some(V5), MALFORMED),
+        (
+            "QoS 0 with DUP",
+            publish5(0x38, b"a", None, &[0]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "QoS 0 with DUP v4",
+            publish4(0x38, b"a", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "QoS 1 pkid 0",
+            publish5(0x32, b"a", Some(0), &[0]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "QoS 2 pkid 0 v4",
+            publish4(0x34, b"a", Some(0)),
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "topic with +",
+            publish5(0x30, b"a/+", None, &[0]),
+            Some(V5),
+            TOPIC_NAME,
+        ),
+        (
+            "topic with #",
+            publish5(0x30, b"a/#", None, &[0]),
+            Some(V5),
+            TOPIC_NAME,
+        ),
+        (
+            "topic with U+0000",
+            publish5(0x30, b"a\0b", None, &[0]),
+            Some(V5),
+            TOPIC_NAME,
+        ),
+        (
+            "topic not UTF-8",
+            publish5(0x30, b"\xff\xfe", None, &[0]),
+            Some(V5),
+            TOPIC_NAME,
+        ),
+        (
+            "empty topic, no alias",
+            publish5(0x30, b"", None, &[0]),
+            Some(V5),
+            TOPIC_NAME,
+        ),
+        (
+            "topic with + v4",
+            publish4(0x30, b"a/+", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "topic with # v4",
+            publish4(0x30, b"#", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "topic with U+0000 v4",
+            publish4(0x30, b"\0", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "topic not UTF-8 v4",
+            publish4(0x30, b"\xc3", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "empty topic v4",
+            publish4(0x30, b"", None),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "topic alias 0",
+            publish5(0x30, b"a", None, &[3, 0x23, 0, 0]),
+            Some(V5),
+            TOPIC_ALIAS,
+        ),
+        (
+            "subscription id 0 in PUBLISH",
+            publish5(0x30, b"a", None, &[2, 0x0B, 0]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "payload format 2",
+            publish5(0x30, b"a", None, &[2, 0x01, 2]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "duplicate content type",
+            publish5(
+                0x30,
+                b"a",
+                None,
+                &cat(&[&[8, 0x03], &s(b"a"), &[0x03], &s(b"b")]),
+            ),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "session expiry in PUBLISH",
+            publish5(0x30, b"a", None, &[5, 0x11, 0, 0, 0, 1]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "unknown property 0x7F",
+            publish5(0x30, b"a", None, &[2, 0x7F, 0]),
+            Some(V5),
+            MALFORMED,
+        ),
         // the property length says 2, the topic alias property needs 3
-        ("property overruns its block", publish5(0x30, b"a", None, &[2, 0x23, 0, 1]), Some(V5), MALFORMED),
-        ("property block overruns packet", frame(0x30, &cat(&[&s(b"a"), &[9, 0x23, 0]])), Some(V5), MALFORMED),
-        ("user property not UTF-8", publish5(0x30, b"a", None, &cat(&[&[6, 0x26], &s(b"\xff"), &s(b"")])), Some(V5), MALFORMED),
-        ("topic length overruns packet", frame(0x30, &[0, 9, b'a']), Some(V4), MALFORMED),
+        (
+            "property overruns its block",
+            publish5(0x30, b"a", None, &[2, 0x23, 0, 1]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "property block overruns packet",
+            frame(0x30, &cat(&[&s(b"a"), &[9, 0x23, 0]])),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "user property not UTF-8",
+            publish5(0x30, b"a", None, &cat(&[&[6, 0x26], &s(b"\xff"), &s(b"")])),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "topic length overruns packet",
+            frame(0x30, &[0, 9, b'a']),
+            Some(V4),
+            MALFORMED,
+        ),
         // --- SUBSCRIBE ---
-        ("SUBSCRIBE without filters", subscribe5(1, &[0], &[]), Some(V5), PROTOCOL),
-        ("SUBSCRIBE without filters v4", subscribe4(1, &[]), Some(V4), PROTOCOL),
-        ("SUBSCRIBE pkid 0", subscribe5(0, &[0], &[(b"a", 0)]), Some(V5), PROTOCOL),
-        ("SUBSCRIBE pkid 0 v4", subscribe4(0, &[(b"a", 0)]), Some(V4), PROTOCOL),
-        ("options bit 6", subscribe5(1, &[0], &[(b"a", 0x40)]), Some(V5), MALFORMED),
-        ("options bit 7", subscribe5(1, &[0], &[(b"a", 0x80)]), Some(V5), MALFORMED),
-        ("options bit 2 v4", subscribe4(1, &[(b"a", 0x04)]), Some(V4), MALFORMED),
-        ("options bit 7 v4", subscribe4(1, &[(b"a", 0x80)]), Some(V4), MALFORMED),
-        ("options QoS 3", subscribe5(1, &[0], &[(b"a", 0x03)]), Some(V5), MALFORMED),
-        ("options QoS 3 v4", subscribe4(1, &[(b"a", 0x03)]), Some(V4), MALFORMED),
-        ("retain handling 3", subscribe5(1, &[0], &[(b"a", 0x30)]), Some(V5), PROTOCOL),
-        ("subscription identifier 0", subscribe5(1, &[2, 0x0B, 0], &[(b"a", 0)]), Some(V5), PROTOCOL),
-        ("two subscription identifiers", subscribe5(1, &[4, 0x0B, 1, 0x0B, 2], &[(b"a", 0)]), Some(V5), PROTOCOL),
-        ("no local on shared", subscribe5(1, &[0], &[(b"$share/g/a", 0x04)]), Some(V5), PROTOCOL),
-        ("filter not UTF-8", subscribe5(1, &[0], &[(b"\xff", 0)]), Some(V5), MALFORMED),
-        ("filter with U+0000 v4", subscribe4(1, &[(b"a\0", 0)]), Some(V4), MALFORMED),
-        ("filter without options", frame(0x82, &cat(&[&[0, 1, 0], &s(b"a")])), Some(V5), MALFORMED),
+        (
+            "SUBSCRIBE without filters",
+            subscribe5(1, &[0], &[]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "SUBSCRIBE without filters v4",
+            subscribe4(1, &[]),
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "SUBSCRIBE pkid 0",
+            subscribe5(0, &[0], &[(b"a", 0)]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "SUBSCRIBE pkid 0 v4",
+            subscribe4(0, &[(b"a", 0)]),
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "options bit 6",
+            subscribe5(1, &[0], &[(b"a", 0x40)]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "options bit 7",
+            subscribe5(1, &[0], &[(b"a", 0x80)]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "options bit 2 v4",
+            subscribe4(1, &[(b"a", 0x04)]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "options bit 7 v4",
+            subscribe4(1, &[(b"a", 0x80)]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "options QoS 3",
+            subscribe5(1, &[0], &[(b"a", 0x03)]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "options QoS 3 v4",
+            subscribe4(1, &[(b"a", 0x03)]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "retain handling 3",
+            subscribe5(1, &[0], &[(b"a", 0x30)]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "subscription identifier 0",
+            subscribe5(1, &[2, 0x0B, 0], &[(b"a", 0)]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "two subscription identifiers",
+            subscribe5(1, &[4, 0x0B, 1, 0x0B, 2], &[(b"a", 0)]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "no local on shared",
+            subscribe5(1, &[0], &[(b"$share/g/a", 0x04)]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "filter not UTF-8",
+            subscribe5(1, &[0], &[(b"\xff", 0)]),
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "filter with U+0000 v4",
+            subscribe4(1, &[(b"a\0", 0)]),
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "filter without options",
+            frame(0x82, &cat(&[&[0, 1, 0], &s(b"a")])),
+            Some(V5),
+            MALFORMED,
+        ),
         // --- UNSUBSCRIBE ---
-        ("UNSUBSCRIBE without filters", frame(0xA2, &[0, 1, 0]), Some(V5), PROTOCOL),
-        ("UNSUBSCRIBE without filters v4", frame(0xA2, &[0, 1]), Some(V4), PROTOCOL),
-        ("UNSUBSCRIBE pkid 0", frame(0xA2, &cat(&[&[0, 0, 0], &s(b"a")])), Some(V5), PROTOCOL),
-        ("UNSUBSCRIBE pkid 0 v4", frame(0xA2, &cat(&[&[0, 0], &s(b"a")])), Some(V4), PROTOCOL),
-        ("UNSUBSCRIBE U+0000 v4", frame(0xA2, &cat(&[&[0, 1], &s(b"\0")])), Some(V4), MALFORMED),
+        (
+            "UNSUBSCRIBE without filters",
+            frame(0xA2, &[0, 1, 0]),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBSCRIBE without filters v4",
+            frame(0xA2, &[0, 1]),
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBSCRIBE pkid 0",
+            frame(0xA2, &cat(&[&[0, 0, 0], &s(b"a")])),
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBSCRIBE pkid 0 v4",
+            frame(0xA2, &cat(&[&[0, 0], &s(b"a")])),
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBSCRIBE U+0000 v4",
+            frame(0xA2, &cat(&[&[0, 1], &s(b"\0")])),
+            Some(V4),
+            MALFORMED,
+        ),
         // --- CONNECT ---
-        ("CONNECT reserved flag", c5(0x03, &[0], &id), None, MALFORMED),
-        ("CONNECT reserved flag v4", connect4(0x01, &id), None, MALFORMED),
-        ("receive maximum 0", c5(0x02, &[3, 0x21, 0, 0], &id), None, PROTOCOL),
-        ("maximum packet size 0", c5(0x02, &[5, 0x27, 0, 0, 0, 0], &id), None, PROTOCOL),
-        ("request problem information 2", c5(0x02, &[2, 0x17, 2], &id), None, PROTOCOL),
-        ("duplicate session expiry", c5(0x02, &[10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &id), None, PROTOCOL),
-        ("topic alias in CONNECT", c5(0x02, &[3, 0x23, 0, 1], &id), None, MALFORMED),
-        ("auth data without method", c5(0x02, &[3, 0x16, 0, 0], &id), None, PROTOCOL),
-        ("CONNECT property overrun", c5(0x02, &[2, 0x11, 0, 0, 0, 1], &id), None, MALFORMED),
-        ("password without user name v4", connect4(0x42, &cat(&[&id, &s(b"pw")])), None, MALFORMED),
-        ("will QoS without will flag", c5(0x0A, &[0], &id), None, MALFORMED),
-        ("will retain without will flag v4", connect4(0x22, &id), None, MALFORMED),
-        ("will QoS 3", connect4(0x1E, &cat(&[&id, &s(b"w"), &s(b"p")])), None, MALFORMED),
-        ("will topic with wildcard", c5(0x06, &[0], &cat(&[&id, &[0], &s(b"w/#"), &s(b"p")])), None, TOPIC_NAME),
-        ("will topic with wildcard v4", connect4(0x06, &cat(&[&id, &s(b"w/+"), &s(b"p")])), None, MALFORMED),
-        ("empty will topic", c5(0x06, &[0], &cat(&[&id, &[0], &s(b""), &s(b"p")])), None, TOPIC_NAME),
-        ("topic alias in will", c5(0x06, &[0], &cat(&[&id, &[3, 0x23, 0, 1], &s(b"w"), &s(b"p")])), None, MALFORMED),
-        ("client id not UTF-8", connect4(0x02, &s(b"\xc0\x80")), None, MALFORMED),
-        ("client id with U+0000", c5(0x02, &[0], &s(b"a\0")), None, MALFORMED),
-        ("missing will payload", connect4(0x06, &cat(&[&id, &s(b"w")])), None, MALFORMED),
-        ("missing password", c5(0xC2, &[0], &cat(&[&id, &s(b"u")])), None, MALFORMED),
-        ("trailing bytes after CONNECT", connect4(0x02, &cat(&[&id, b"x"])), None, MALFORMED),
-        ("MQIsdp level 3", frame(0x10, &cat(&[&s(b"MQIsdp"), &[3, 2, 0, 60], &id])), None, UNSUPPORTED),
-        ("MQTT level 3", frame(0x10, &cat(&[&s(b"MQTT"), &[3, 2, 0, 60], &id])), None, UNSUPPORTED),
-        ("MQTT level 6", frame(0x10, &cat(&[&s(b"MQTT"), &[6, 2, 0, 60], &id])), None, UNSUPPORTED),
-        ("protocol name MQTX", frame(0x10, &cat(&[&s(b"MQTX"), &[4, 2, 0, 60], &id])), None, PROTOCOL),
-        ("CONNECT cut after the name", frame(0x10, &s(b"MQTT")), None, MALFORMED),
+        (
+            "CONNECT reserved flag",
+            c5(0x03, &[0], &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "CONNECT reserved flag v4",
+            connect4(0x01, &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "receive maximum 0",
+            c5(0x02, &[3, 0x21, 0, 0], &id),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "maximum packet size 0",
+            c5(0x02, &[5, 0x27, 0, 0, 0, 0], &id),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "request problem information 2",
+            c5(0x02, &[2, 0x17, 2], &id),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "duplicate session expiry",
+            c5(0x02, &[10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &id),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "topic alias in CONNECT",
+            c5(0x02, &[3, 0x23, 0, 1], &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "auth data without method",
+            c5(0x02, &[3, 0x16, 0, 0], &id),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "CONNECT property overrun",
+            c5(0x02, &[2, 0x11, 0, 0, 0, 1], &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "password without user name v4",
+            connect4(0x42, &cat(&[&id, &s(b"pw")])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "will QoS without will flag",
+            c5(0x0A, &[0], &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "will retain without will flag v4",
+            connect4(0x22, &id),
+            None,
+            MALFORMED,
+        ),
+        (
+            "will QoS 3",
+            connect4(0x1E, &cat(&[&id, &s(b"w"), &s(b"p")])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "will topic with wildcard",
+            c5(0x06, &[0], &cat(&[&id, &[0], &s(b"w/#"), &s(b"p")])),
+            None,
+            TOPIC_NAME,
+        ),
+        (
+            "will topic with wildcard v4",
+            connect4(0x06, &cat(&[&id, &s(b"w/+"), &s(b"p")])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "empty will topic",
+            c5(0x06, &[0], &cat(&[&id, &[0], &s(b""), &s(b"p")])),
+            None,
+            TOPIC_NAME,
+        ),
+        (
+            "topic alias in will",
+            c5(
+                0x06,
+                &[0],
+                &cat(&[&id, &[3, 0x23, 0, 1], &s(b"w"), &s(b"p")]),
+            ),
+            None,
+            MALFORMED,
+        ),
+        (
+            "client id not UTF-8",
+            connect4(0x02, &s(b"\xc0\x80")),
+            None,
+            MALFORMED,
+        ),
+        (
+            "client id with U+0000",
+            c5(0x02, &[0], &s(b"a\0")),
+            None,
+            MALFORMED,
+        ),
+        (
+            "missing will payload",
+            connect4(0x06, &cat(&[&id, &s(b"w")])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "missing password",
+            c5(0xC2, &[0], &cat(&[&id, &s(b"u")])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "trailing bytes after CONNECT",
+            connect4(0x02, &cat(&[&id, b"x"])),
+            None,
+            MALFORMED,
+        ),
+        (
+            "MQIsdp level 3",
+            frame(0x10, &cat(&[&s(b"MQIsdp"), &[3, 2, 0, 60], &id])),
+            None,
+            UNSUPPORTED,
+        ),
+        (
+            "MQTT level 3",
+            frame(0x10, &cat(&[&s(b"MQTT"), &[3, 2, 0, 60], &id])),
+            None,
+            UNSUPPORTED,
+        ),
+        (
+            "MQTT level 6",
+            frame(0x10, &cat(&[&s(b"MQTT"), &[6, 2, 0, 60], &id])),
+            None,
+            UNSUPPORTED,
+        ),
+        (
+            "protocol name MQTX",
+            frame(0x10, &cat(&[&s(b"MQTX"), &[4, 2, 0, 60], &id])),
+            None,
+            PROTOCOL,
+        ),
+        (
+            "CONNECT cut after the name",
+            frame(0x10, &s(b"MQTT")),
+            None,
+            MALFORMED,
+        ),
         // --- acks ---
-        ("PUBACK length 3 v4", vec![0x40, 0x03, 0, 1, 0], Some(V4), MALFORMED),
+        (
+            "PUBACK length 3 v4",
+            vec![0x40, 0x03, 0, 1, 0],
+            Some(V4),
+            MALFORMED,
+        ),
         ("PUBACK length 1", vec![0x40, 0x01, 0], Some(V5), MALFORMED),
         ("PUBACK pkid 0", vec![0x40, 0x02, 0, 0], Some(V5), PROTOCOL),
-        ("PUBCOMP pkid 0 v4", vec![0x70, 0x02, 0, 0], Some(V4), PROTOCOL),
-        ("PUBACK reason 0x01", vec![0x40, 0x03, 0, 1, 0x01], Some(V5), MALFORMED),
-        ("PUBREL reason 0x10", vec![0x62, 0x03, 0, 1, 0x10], Some(V5), MALFORMED),
-        ("PUBACK bytes after properties", vec![0x40, 0x05, 0, 1, 0, 0, 9], Some(V5), MALFORMED),
-        ("PUBACK subscription id", vec![0x40, 0x06, 0, 1, 0, 2, 0x0B, 1], Some(V5), MALFORMED),
-        ("SUBACK reason 0x03", vec![0x90, 0x04, 0, 1, 0, 0x03], Some(V5), MALFORMED),
-        ("SUBACK reason 0x03 v4", vec![0x90, 0x03, 0, 1, 0x03], Some(V4), MALFORMED),
-        ("SUBACK without reasons", vec![0x90, 0x03, 0, 1, 0], Some(V5), PROTOCOL),
-        ("UNSUBACK without reasons", vec![0xB0, 0x03, 0, 1, 0], Some(V5), PROTOCOL),
-        ("UNSUBACK length 3 v4", vec![0xB0, 0x03, 0, 1, 0], Some(V4), MALFORMED),
-        ("UNSUBACK reason 0x10", vec![0xB0, 0x04, 0, 1, 0, 0x10], Some(V5), MALFORMED),
+        (
+            "PUBCOMP pkid 0 v4",
+            vec![0x70, 0x02, 0, 0],
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "PUBACK reason 0x01",
+            vec![0x40, 0x03, 0, 1, 0x01],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "PUBREL reason 0x10",
+            vec![0x62, 0x03, 0, 1, 0x10],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "PUBACK bytes after properties",
+            vec![0x40, 0x05, 0, 1, 0, 0, 9],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "PUBACK subscription id",
+            vec![0x40, 0x06, 0, 1, 0, 2, 0x0B, 1],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "SUBACK reason 0x03",
+            vec![0x90, 0x04, 0, 1, 0, 0x03],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "SUBACK reason 0x03 v4",
+            vec![0x90, 0x03, 0, 1, 0x03],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "SUBACK without reasons",
+            vec![0x90, 0x03, 0, 1, 0],
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBACK without reasons",
+            vec![0xB0, 0x03, 0, 1, 0],
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "UNSUBACK length 3 v4",
+            vec![0xB0, 0x03, 0, 1, 0],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "UNSUBACK reason 0x10",
+            vec![0xB0, 0x04, 0, 1, 0, 0x10],
+            Some(V5),
+            MALFORMED,
+        ),
         // --- CONNACK ---
-        ("CONNACK reserved flags", vec![0x20, 0x03, 0x02, 0, 0], Some(V5), MALFORMED),
-        ("CONNACK reserved flags v4", vec![0x20, 0x02, 0x02, 0], Some(V4), MALFORMED),
-        ("CONNACK return code 6 v4", vec![0x20, 0x02, 0, 6], Some(V4), MALFORMED),
-        ("CONNACK reason 0x8B", vec![0x20, 0x03, 0, 0x8B, 0], Some(V5), MALFORMED),
-        ("CONNACK session present on failure", vec![0x20, 0x03, 1, 0x87, 0], Some(V5), PROTOCOL),
-        ("CONNACK session present on failure v4", vec![0x20, 0x02, 1, 5], Some(V4), PROTOCOL),
-        ("CONNACK maximum QoS 2", vec![0x20, 0x05, 0, 0, 2, 0x24, 2], Some(V5), PROTOCOL),
+        (
+            "CONNACK reserved flags",
+            vec![0x20, 0x03, 0x02, 0, 0],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "CONNACK reserved flags v4",
+            vec![0x20, 0x02, 0x02, 0],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "CONNACK return code 6 v4",
+            vec![0x20, 0x02, 0, 6],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "CONNACK reason 0x8B",
+            vec![0x20, 0x03, 0, 0x8B, 0],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "CONNACK session present on failure",
+            vec![0x20, 0x03, 1, 0x87, 0],
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "CONNACK session present on failure v4",
+            vec![0x20, 0x02, 1, 5],
+            Some(V4),
+            PROTOCOL,
+        ),
+        (
+            "CONNACK maximum QoS 2",
+            vec![0x20, 0x05, 0, 0, 2, 0x24, 2],
+            Some(V5),
+            PROTOCOL,
+        ),
         // --- PING / DISCONNECT / AUTH ---
-        ("PINGREQ with body", vec![0xC0, 0x01, 0], Some(V5), MALFORMED),
-        ("PINGRESP with body v4", vec![0xD0, 0x01, 0], Some(V4), MALFORMED),
-        ("DISCONNECT with body v4", vec![0xE0, 0x01, 0], Some(V4), MALFORMED),
-        ("DISCONNECT reason 0x05", vec![0xE0, 0x01, 0x05], Some(V5), MALFORMED),
-        ("DISCONNECT topic alias", vec![0xE0, 0x05, 0, 3, 0x23, 0, 1], Some(V5), MALFORMED),
-        ("DISCONNECT property overrun", vec![0xE0, 0x04, 0, 5, 0x11, 0], Some(V5), MALFORMED),
-        ("AUTH reason 0x01", vec![0xF0, 0x02, 0x01, 0], Some(V5), MALFORMED),
-        ("AUTH data without method", vec![0xF0, 0x06, 0x18, 4, 0x16, 0, 1, 9], Some(V5), PROTOCOL),
-        ("AUTH duplicate method", frame(0xF0, &cat(&[&[0x18, 8, 0x15], &s(b"a"), &[0x15], &s(b"b")])), Some(V5), PROTOCOL),
+        (
+            "PINGREQ with body",
+            vec![0xC0, 0x01, 0],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "PINGRESP with body v4",
+            vec![0xD0, 0x01, 0],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "DISCONNECT with body v4",
+            vec![0xE0, 0x01, 0],
+            Some(V4),
+            MALFORMED,
+        ),
+        (
+            "DISCONNECT reason 0x05",
+            vec![0xE0, 0x01, 0x05],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "DISCONNECT topic alias",
+            vec![0xE0, 0x05, 0, 3, 0x23, 0, 1],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "DISCONNECT property overrun",
+            vec![0xE0, 0x04, 0, 5, 0x11, 0],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "AUTH reason 0x01",
+            vec![0xF0, 0x02, 0x01, 0],
+            Some(V5),
+            MALFORMED,
+        ),
+        (
+            "AUTH data without method",
+            vec![0xF0, 0x06, 0x18, 4, 0x16, 0, 1, 9],
+            Some(V5),
+            PROTOCOL,
+        ),
+        (
+            "AUTH duplicate method",
+            frame(0xF0, &cat(&[&[0x18, 8, 0x15], &s(b"a"), &[0x15], &s(b"b")])),
+            Some(V5),
+            PROTOCOL,
+        ),
     ];
     let mut failures = Vec::new();
     for (name, bytes, state, code) in &cases {
@@ -692,14 +1268,21 @@ fn valid_edge_cases_decode() {
     let Packet::Publish(p) = p else { panic!() };
     assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(7)));
     // Several subscription identifiers in a PUBLISH (server to client).
-    let p = dec_one(&publish5(0x30, b"a", None, &[4, 0x0B, 1, 0x0B, 2]), Some(V5));
+    let p = dec_one(
+        &publish5(0x30, b"a", None, &[4, 0x0B, 1, 0x0B, 2]),
+        Some(V5),
+    );
     let Packet::Publish(p) = p else { panic!() };
     assert_eq!(p.properties.subscription_identifiers, vec![1, 2]);
     // Semantically invalid filters are decoded as they are, for per-filter
     // SUBACK reason codes (0x8F) from the broker.
     for v in [V4, V5] {
         let bytes = if v == V5 {
-            subscribe5(1, &[0], &[(b"a/#/b", 0), (b"a+", 1), (b"", 0), (b"$share//x", 0)])
+            subscribe5(
+                1,
+                &[0],
+                &[(b"a/#/b", 0), (b"a+", 1), (b"", 0), (b"$share//x", 0)],
+            )
         } else {
             subscribe4(1, &[(b"a/#/b", 0), (b"a+", 1), (b"", 0), (b"$share//x", 0)])
         };
@@ -740,8 +1323,14 @@ fn valid_edge_cases_decode() {
 fn reason_codes_of_errors() {
     assert_eq!(CodecError::Malformed("x").reason_code(), 0x81);
     assert_eq!(CodecError::Protocol("x").reason_code(), 0x82);
-    assert_eq!(CodecError::PacketTooLarge { size: 2, max: 1 }.reason_code(), 0x95);
-    assert_eq!(CodecError::UnsupportedProtocolVersion(3).reason_code(), 0x84);
+    assert_eq!(
+        CodecError::PacketTooLarge { size: 2, max: 1 }.reason_code(),
+        0x95
+    );
+    assert_eq!(
+        CodecError::UnsupportedProtocolVersion(3).reason_code(),
+        0x84
+    );
     assert_eq!(CodecError::TopicNameInvalid("x").reason_code(), 0x90);
     assert_eq!(CodecError::TopicAliasInvalid.reason_code(), 0x94);
     assert_eq!(CodecError::StringTooLong(70_000).reason_code(), 0x83);
@@ -771,7 +1360,6 @@ fn max_incoming_is_enforced_from_the_fixed_header() {
                 max: total - 1
             })
         );
-        assert_eq!(err(&bytes, Some(v)).reason_code(), 0x81 + 0x14 * 0 + 0x00 * 0 + (TOO_LARGE - 0x81) * u8::from(false)).ne(&0).then_some(()).map_or((), |_| ());
         let mut whole = BytesMut::from(&bytes[..]);
         assert_eq!(decode(&mut whole, Some(v), total).unwrap(), Some(p));
     }
@@ -785,7 +1373,9 @@ fn max_incoming_is_enforced_from_the_fixed_header() {
     // Declared 256 MB: refused at once, nothing buffered.
     let huge = [0x30, 0xFF, 0xFF, 0xFF, 0x7F];
     assert_eq!(
-        dec_with_max(&huge, Some(V5), MAX).unwrap_err().reason_code(),
+        dec_with_max(&huge, Some(V5), MAX)
+            .unwrap_err()
+            .reason_code(),
         TOO_LARGE
     );
 }
@@ -1237,7 +1827,10 @@ fn rumqttc_disconnect_bytes_are_what_we_work_around() {
             ..Disconnect::default()
         }))
     );
-    assert_eq!(decode(&mut b, Some(V5), MAX).unwrap_err().reason_code(), 0x81);
+    assert_eq!(
+        decode(&mut b, Some(V5), MAX).unwrap_err().reason_code(),
+        0x81
+    );
     // And its reader refuses the `E0 00` its own client sends.
     let mut b = BytesMut::from(&[0xE0, 0x00][..]);
     assert!(r5::Packet::read(&mut b, None).is_err());
@@ -1256,7 +1849,10 @@ fn auth_roundtrip_and_short_form() {
     assert_eq!(bytes[0], 0xF0);
     assert_eq!(dec_one(&bytes, Some(V5)), full);
     assert_eq!(feed_bytewise(&bytes, Some(V5)), full);
-    assert_eq!(dec_one(&[0xF0, 0x00], Some(V5)), Packet::Auth(Auth::default()));
+    assert_eq!(
+        dec_one(&[0xF0, 0x00], Some(V5)),
+        Packet::Auth(Auth::default())
+    );
     assert_eq!(
         dec_one(&[0xF0, 0x01, 0x18], Some(V5)),
         Packet::Auth(Auth {
@@ -1264,7 +1860,10 @@ fn auth_roundtrip_and_short_form() {
             ..Auth::default()
         })
     );
-    assert_eq!(&enc(&Packet::Auth(Auth::default()), V5)[..], [0xF0, 0x02, 0x00, 0x00]);
+    assert_eq!(
+        &enc(&Packet::Auth(Auth::default()), V5)[..],
+        [0xF0, 0x02, 0x00, 0x00]
+    );
     // Exact bytes of a method + data AUTH.
     let a = Packet::Auth(Auth {
         reason: 0x18,
@@ -1361,7 +1960,12 @@ fn rumqttc_client_packets_decode() {
     let mut c = r4::Connect::new("dev-1");
     c.keep_alive = 30;
     c.set_login("user", "pass");
-    c.last_will = Some(r4::LastWill::new("dev/1/lwt", "gone", rumqttc::QoS::AtLeastOnce, true));
+    c.last_will = Some(r4::LastWill::new(
+        "dev/1/lwt",
+        "gone",
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ));
     let mut b = BytesMut::new();
     c.write(&mut b).unwrap();
     let Packet::Connect(got) = dec_one(&b, None) else {
@@ -1375,7 +1979,10 @@ fn rumqttc_client_packets_decode() {
     assert_eq!(got.username.as_deref(), Some("user"));
     assert_eq!(got.password.as_deref(), Some(&b"pass"[..]));
     let w = got.will.unwrap();
-    assert_eq!((w.topic.as_str(), w.qos, w.retain), ("dev/1/lwt", QoS::AtLeastOnce, true));
+    assert_eq!(
+        (w.topic.as_str(), w.qos, w.retain),
+        ("dev/1/lwt", QoS::AtLeastOnce, true)
+    );
 
     // v5 CONNECT with properties, will properties and login.
     let connect = r5::Connect {
@@ -1422,7 +2029,10 @@ fn rumqttc_client_packets_decode() {
     assert_eq!(got.receive_maximum, Some(20));
     assert_eq!(got.maximum_packet_size, Some(4096));
     assert_eq!(got.topic_alias_maximum, Some(5));
-    assert_eq!(got.user_properties, vec![("a".to_string(), "b".to_string())]);
+    assert_eq!(
+        got.user_properties,
+        vec![("a".to_string(), "b".to_string())]
+    );
     let w = got.will.as_ref().unwrap();
     assert_eq!(w.delay_interval, 15);
     assert_eq!(w.qos, QoS::ExactlyOnce);
@@ -1453,7 +2063,10 @@ fn rumqttc_client_packets_decode() {
     let Packet::Publish(got) = dec_one(&b, Some(V5)) else {
         panic!()
     };
-    assert_eq!((got.topic.as_str(), got.pkid, &got.payload[..]), ("a/b", 7, &b"data"[..]));
+    assert_eq!(
+        (got.topic.as_str(), got.pkid, &got.payload[..]),
+        ("a/b", 7, &b"data"[..])
+    );
     assert_eq!(got.properties.topic_alias, Some(2));
     assert_eq!(got.properties.content_type.as_deref(), Some("t"));
 
@@ -1506,21 +2119,54 @@ fn our_server_packets_parse_in_rumqttc() {
         assert!(b.is_empty(), "{got:?}");
         if let (Packet::Publish(ours), r5::Packet::Publish(theirs)) = (&p, &got) {
             assert_eq!(&theirs.topic[..], ours.topic.as_bytes());
-            assert_eq!(theirs.payload, ours.payload);
-            let ids: Vec<u32> = theirs
-                .properties
-                .as_ref()
-                .map(|pp| pp.subscription_identifiers.iter().map(|&i| i as u32).collect())
-                .unwrap_or_default();
-            assert_eq!(ids, ours.properties.subscription_identifiers);
+            // rumqttc's reader miscounts subscription identifiers (see
+            // rumqttc_v5_reader_miscounts_subscription_identifiers): its payload
+            // is only right with at most one.
+            if ours.properties.subscription_identifiers.len() <= 1 {
+                assert_eq!(theirs.payload, ours.payload);
+            }
         }
     }
     for p in samples(V4) {
+        if matches!(p, Packet::Connect(_)) {
+            continue; // rumqttc's v4 reader refuses binary passwords (defect 7)
+        }
         let mut b = enc(&p, V4);
         let got = r4::Packet::read(&mut b, MAX)
             .unwrap_or_else(|e| panic!("rumqttc v4 cannot read our {p:?}: {e}"));
         assert!(b.is_empty(), "{got:?}");
     }
+}
+
+/// A client-side rumqttc defect, for the record: its v5 property reader counts
+/// the identifier byte of a subscription identifier twice, so with several
+/// identifiers (which the broker sends for overlapping subscriptions) the last
+/// ones end up in the payload. Our bytes are right: the same happens to
+/// rumqttc's own writer's bytes, and our reader gets them all.
+#[test]
+fn rumqttc_v5_reader_miscounts_subscription_identifiers() {
+    let ids = vec![1usize, 1, 1, 1, 1, 1];
+    let p = r5::Publish::new(
+        "t",
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        "PAY",
+        Some(r5::PublishProperties {
+            subscription_identifiers: ids,
+            ..Default::default()
+        }),
+    );
+    let mut b = BytesMut::new();
+    p.write(&mut b).unwrap();
+    let ours = dec_one(&b, Some(V5));
+    let Packet::Publish(ours) = ours else {
+        panic!()
+    };
+    assert_eq!(ours.properties.subscription_identifiers, vec![1; 6]);
+    assert_eq!(&ours.payload[..], b"PAY");
+    let r5::Packet::Publish(theirs) = r5::Packet::read(&mut b, None).unwrap() else {
+        panic!()
+    };
+    assert_ne!(&theirs.payload[..], b"PAY");
 }
 
 // ---------------------------------------------------------------------------
@@ -1673,11 +2319,20 @@ fn write_fuzz_seed_corpus() {
 fn fuzz_seed_corpus_is_valid() {
     let corpus = seed_corpus();
     assert!((10..=20).contains(&corpus.len()), "{} seeds", corpus.len());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
     for (name, bytes) in &corpus {
-        let state = if name.ends_with("-stream") || !name.contains("session") && !name.contains("connect") {
-            Some(if name.starts_with("v4") { V4 } else { V5 })
-        } else {
+        // The checked-in seeds are what the samples encode to today.
+        if dir.is_dir() {
+            let on_disk = std::fs::read(dir.join(name)).unwrap_or_default();
+            assert!(
+                on_disk == *bytes,
+                "fuzz seed {name} is stale: run the ignored test write_fuzz_seed_corpus"
+            );
+        }
+        let state = if name.ends_with("-session") || name.ends_with("-connect") {
             None
+        } else {
+            Some(if name.starts_with("v4") { V4 } else { V5 })
         };
         let mut buf = BytesMut::from(&bytes[..]);
         let mut st = state;

@@ -33,9 +33,9 @@
 //!    (`E0 01 8E`) after consuming it; v5 `Disconnect::write` of a bare reason
 //!    emits `E0 01 8E 00` (length 1, two bytes follow).
 //! 2. Inner parse errors surface as `InsufficientBytes` after the frame was split
-//!    off, indistinguishable from "need more bytes"; `check` lets a 4-byte
-//!    remaining length with a continuation bit wait for a 5th byte. We frame
-//!    ourselves and treat any rumqttc error on a complete frame as malformed.
+//!    off, indistinguishable from "need more bytes". We frame ourselves (and
+//!    check the size limit and first byte before buffering a body) and treat any
+//!    rumqttc error on a complete frame as malformed.
 //! 3. AUTH (type 15) is not framed by `Packet::read`, and `AuthProperties`
 //!    computes wrong lengths (string length prefixes missing) both ways.
 //! 4. v5 `ConnAck::write` panics (`unreachable!`) for `RefusedProtocolVersion`,
@@ -54,17 +54,26 @@
 //!    rejected) and drop a user name or password that is present but empty;
 //!    `write_mqtt_string`/`write_mqtt_bytes` truncate lengths over 65535 with
 //!    `as u16`; v5 `Publish::write` writes half a packet before failing on
-//!    packet identifier 0; v3.1.1 acks accept any remaining length ≥ 2. That is
-//!    why all MQTT 5 decoding and all CONNECT handling are ours, and why every
-//!    string is length-checked before rumqttc writes it.
+//!    packet identifier 0; v3.1.1 acks accept any remaining length ≥ 2; the v5
+//!    PUBLISH and SUBSCRIBE readers count a subscription identifier's property
+//!    byte twice, so with several identifiers the last ones spill into the
+//!    payload (this one also hits rumqttc *clients* reading our correct bytes).
+//!    That is why all MQTT 5 decoding and all CONNECT handling are ours, and why
+//!    every string is length-checked before rumqttc writes it.
+//!
+//! Left to the broker (they need connection state): topic alias range, receive
+//! maximum, subscription identifiers in a client's PUBLISH, payload format
+//! indicator vs. payload, topic filter syntax (`ferrymq-topics`), whether an
+//! AUTH's method matches the CONNECT's, and which packets a server may receive
+//! (CONNACK, SUBACK, … decode fine: the codec is symmetric).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rumqttc::mqttbytes::{self as r4b, v4 as r4};
 use rumqttc::v5::mqttbytes::{self as r5b, v5 as r5};
 
 use super::packet::{
-    reason, Ack, Auth, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol,
-    Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe,
+    reason, Ack, Auth, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol, Publish,
+    PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe,
     UserProperties, Will,
 };
 
@@ -148,8 +157,8 @@ const DISCONNECT: u8 = 14;
 const AUTH: u8 = 15;
 
 const CONNACK_REASONS: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-    0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
@@ -158,8 +167,8 @@ const SUBACK_REASONS: &[u8] = &[
 ];
 const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 
@@ -276,8 +285,7 @@ const AUTH_PROPS: u64 = mask(&[
 
 /// Decode one packet from the front of `buf`.
 ///
-/// - `Ok(None)`: more bytes are needed; nothing was consumed (capacity for the
-///   rest of the frame may have been reserved).
+/// - `Ok(None)`: more bytes are needed; nothing was consumed.
 /// - `protocol` is `None` before CONNECT: the only acceptable packet is then
 ///   CONNECT, whose protocol level (4 or 5) decides how it is read; any other
 ///   first packet is a protocol error, and so is a second CONNECT.
@@ -309,7 +317,8 @@ pub fn decode(
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // No `reserve(total)` here: a peer could then make us allocate
+        // `max_incoming` per connection with a 5-byte header.
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();
@@ -330,9 +339,9 @@ fn check_first_byte(byte1: u8, protocol: Option<Protocol>) -> Result<()> {
     }
     match ptype {
         0 => Err(CodecError::Malformed("reserved packet type 0")),
-        AUTH if protocol == Some(Protocol::V4) => {
-            Err(CodecError::Malformed("packet type 15 is reserved in MQTT 3.1.1"))
-        }
+        AUTH if protocol == Some(Protocol::V4) => Err(CodecError::Malformed(
+            "packet type 15 is reserved in MQTT 3.1.1",
+        )),
         PUBLISH => {
             let qos = (flags >> 1) & 0b11;
             if qos == 3 {
@@ -365,7 +374,9 @@ fn remaining_length(after_byte1: &[u8]) -> Result<Option<(usize, usize)>> {
             return Ok(Some((2 + i, value)));
         }
     }
-    Err(CodecError::Malformed("remaining length longer than 4 bytes"))
+    Err(CodecError::Malformed(
+        "remaining length longer than 4 bytes",
+    ))
 }
 
 fn decode_frame(
@@ -427,6 +438,9 @@ fn decode_v4(
                 r4::ConnectReturnCode::BadUserNamePassword => reason::BAD_USER_NAME_OR_PASSWORD,
                 r4::ConnectReturnCode::NotAuthorized => reason::NOT_AUTHORIZED,
             };
+            if c.session_present && reason != reason::SUCCESS {
+                return Err(SESSION_PRESENT_ON_FAILURE);
+            }
             Packet::ConnAck(ConnAck {
                 session_present: c.session_present,
                 reason,
@@ -459,10 +473,13 @@ fn decode_v4(
                 PUBREL => r4::PubRel::read(fh, frame).map_err(r4_err)?.pkid,
                 _ => r4::PubComp::read(fh, frame).map_err(r4_err)?.pkid,
             };
-            ack_packet(t, Ack {
-                pkid: nonzero(pkid)?,
-                ..Ack::default()
-            })
+            ack_packet(
+                t,
+                Ack {
+                    pkid: nonzero(pkid)?,
+                    ..Ack::default()
+                },
+            )
         }
         // Ours: rumqttc masks away the reserved option bits instead of refusing them.
         SUBSCRIBE => Packet::Subscribe(decode_subscribe(body, Protocol::V4)?),
@@ -524,6 +541,9 @@ fn decode_v5(byte1: u8, mut r: Reader) -> Result<Packet> {
                 return Err(CodecError::Malformed("CONNACK reserved flags set"));
             }
             let code = reason_in(r.u8()?, CONNACK_REASONS)?;
+            if flags & 1 != 0 && code != reason::SUCCESS {
+                return Err(SESSION_PRESENT_ON_FAILURE);
+            }
             let p = read_props(&mut r, CONNACK_PROPS, false)?;
             r.end()?;
             check_auth_pair(&p)?;
@@ -571,12 +591,15 @@ fn decode_v5(byte1: u8, mut r: Reader) -> Result<Packet> {
                 read_props(&mut r, ACK_PROPS, false)?
             };
             r.end()?;
-            ack_packet(t, Ack {
-                pkid,
-                reason: code,
-                reason_string: p.reason_string,
-                user_properties: p.user_properties,
-            })
+            ack_packet(
+                t,
+                Ack {
+                    pkid,
+                    reason: code,
+                    reason_string: p.reason_string,
+                    user_properties: p.user_properties,
+                },
+            )
         }
         SUBSCRIBE => Packet::Subscribe(decode_subscribe(r, Protocol::V5)?),
         SUBACK => {
@@ -664,6 +687,10 @@ fn decode_v5(byte1: u8, mut r: Reader) -> Result<Packet> {
     })
 }
 
+/// A refused connection has no session (MQTT-3.2.2-4 / 3.2.2-6).
+const SESSION_PRESENT_ON_FAILURE: CodecError =
+    CodecError::Protocol("CONNACK with session present and a failure reason");
+
 fn ack_packet(ptype: u8, ack: Ack) -> Packet {
     match ptype {
         PUBACK => Packet::PubAck(ack),
@@ -723,8 +750,8 @@ fn topic_error(protocol: Protocol, problem: &'static str) -> CodecError {
 /// topic alias may have an empty topic; the caller checks the alias.
 fn read_topic(r: &mut Reader, protocol: Protocol, allow_empty: bool) -> Result<String> {
     let raw = r.binary()?;
-    let topic = std::str::from_utf8(&raw)
-        .map_err(|_| topic_error(protocol, "topic name is not UTF-8"))?;
+    let topic =
+        std::str::from_utf8(&raw).map_err(|_| topic_error(protocol, "topic name is not UTF-8"))?;
     if !(allow_empty && topic.is_empty()) {
         if let Some(problem) = topic_name_problem(topic) {
             return Err(topic_error(protocol, problem));
@@ -846,7 +873,9 @@ fn decode_connect(mut r: Reader) -> Result<Connect> {
     let has_password = flags & 0x40 != 0;
     let has_username = flags & 0x80 != 0;
     if !will_flag && (will_qos != 0 || will_retain) {
-        return Err(CodecError::Malformed("will QoS or retain without will flag"));
+        return Err(CodecError::Malformed(
+            "will QoS or retain without will flag",
+        ));
     }
     let will_qos = qos_bits(will_qos)?;
     if protocol == Protocol::V4 && has_password && !has_username {
@@ -986,7 +1015,9 @@ impl Reader {
                 return Ok(value);
             }
         }
-        Err(CodecError::Malformed("variable byte integer longer than 4 bytes"))
+        Err(CodecError::Malformed(
+            "variable byte integer longer than 4 bytes",
+        ))
     }
 
     fn take(&mut self, n: usize) -> Result<Bytes> {
@@ -1004,8 +1035,8 @@ impl Reader {
     /// A UTF-8 string: well-formed and without U+0000 (spec 1.5.4).
     fn string(&mut self) -> Result<String> {
         let raw = self.binary()?;
-        let s = std::str::from_utf8(&raw)
-            .map_err(|_| CodecError::Malformed("string is not UTF-8"))?;
+        let s =
+            std::str::from_utf8(&raw).map_err(|_| CodecError::Malformed("string is not UTF-8"))?;
         if s.contains('\0') {
             return Err(CodecError::Malformed("U+0000 in a string"));
         }
@@ -1093,9 +1124,7 @@ fn read_props(r: &mut Reader, allowed: u64, multi_sub_id: bool) -> Result<Props>
             id::AUTHENTICATION_DATA => p.authentication_data = Some(pr.binary()?),
             id::REQUEST_PROBLEM_INFORMATION => p.request_problem_information = flag(pr.u8()?)?,
             id::WILL_DELAY_INTERVAL => p.will_delay_interval = Some(pr.u32()?),
-            id::REQUEST_RESPONSE_INFORMATION => {
-                p.request_response_information = flag(pr.u8()?)?
-            }
+            id::REQUEST_RESPONSE_INFORMATION => p.request_response_information = flag(pr.u8()?)?,
             id::RESPONSE_INFORMATION => p.response_information = Some(pr.string()?),
             id::SERVER_REFERENCE => p.server_reference = Some(pr.string()?),
             id::REASON_STRING => p.reason_string = Some(pr.string()?),
@@ -1125,9 +1154,7 @@ fn read_props(r: &mut Reader, allowed: u64, multi_sub_id: bool) -> Result<Props>
             id::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
                 p.subscription_identifiers_available = flag(pr.u8()?)?
             }
-            id::SHARED_SUBSCRIPTION_AVAILABLE => {
-                p.shared_subscription_available = flag(pr.u8()?)?
-            }
+            id::SHARED_SUBSCRIPTION_AVAILABLE => p.shared_subscription_available = flag(pr.u8()?)?,
             _ => return Err(CodecError::Malformed("unknown property")),
         }
     }
@@ -1146,7 +1173,8 @@ fn read_props(r: &mut Reader, allowed: u64, multi_sub_id: bool) -> Result<Props>
 /// properties and reason codes in 3.1.1) are left out; AUTH cannot be encoded
 /// for 3.1.1. CONNACK and SUBACK reason codes are mapped to 3.1.1 return codes
 /// (CONNACK: 0x84→1, 0x85→2, 0x88/0x89/0x8B→3, 0x86→4, 0x87/0x8C→5, any other
-/// failure→3; SUBACK: any failure→0x80).
+/// failure→3; SUBACK: any failure→0x80). A CONNACK's session present flag is
+/// only sent on success.
 pub fn encode(
     packet: &Packet,
     protocol: Protocol,
@@ -1346,7 +1374,8 @@ fn encode_v5(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
                 .ok_or(CodecError::Encode("invalid CONNACK reason code"))?;
             let properties = r5_connack_props(&c.properties)?;
             r5::ConnAck {
-                session_present: c.session_present,
+                // A refused connection has no session.
+                session_present: c.session_present && c.reason == reason::SUCCESS,
                 code,
                 properties,
             }
@@ -1365,12 +1394,11 @@ fn encode_v5(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
                 0x99 => r5::PubAckReason::PayloadFormatInvalid,
                 _ => return Err(CodecError::Encode("invalid PUBACK reason code")),
             };
-            let properties = ack_props(a)?.map(|(reason_string, user_properties)| {
-                r5::PubAckProperties {
+            let properties =
+                ack_props(a)?.map(|(reason_string, user_properties)| r5::PubAckProperties {
                     reason_string,
                     user_properties,
-                }
-            });
+                });
             r5::PubAck {
                 pkid: check_pkid(a.pkid)?,
                 reason: code,
@@ -1391,12 +1419,11 @@ fn encode_v5(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
                 0x99 => r5::PubRecReason::PayloadFormatInvalid,
                 _ => return Err(CodecError::Encode("invalid PUBREC reason code")),
             };
-            let properties = ack_props(a)?.map(|(reason_string, user_properties)| {
-                r5::PubRecProperties {
+            let properties =
+                ack_props(a)?.map(|(reason_string, user_properties)| r5::PubRecProperties {
                     reason_string,
                     user_properties,
-                }
-            });
+                });
             r5::PubRec {
                 pkid: check_pkid(a.pkid)?,
                 reason: code,
@@ -1410,12 +1437,11 @@ fn encode_v5(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
                 0x92 => r5::PubRelReason::PacketIdentifierNotFound,
                 _ => return Err(CodecError::Encode("invalid PUBREL reason code")),
             };
-            let properties = ack_props(a)?.map(|(reason_string, user_properties)| {
-                r5::PubRelProperties {
+            let properties =
+                ack_props(a)?.map(|(reason_string, user_properties)| r5::PubRelProperties {
                     reason_string,
                     user_properties,
-                }
-            });
+                });
             r5::PubRel {
                 pkid: check_pkid(a.pkid)?,
                 reason: code,
@@ -1429,12 +1455,11 @@ fn encode_v5(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
                 0x92 => r5::PubCompReason::PacketIdentifierNotFound,
                 _ => return Err(CodecError::Encode("invalid PUBCOMP reason code")),
             };
-            let properties = ack_props(a)?.map(|(reason_string, user_properties)| {
-                r5::PubCompProperties {
+            let properties =
+                ack_props(a)?.map(|(reason_string, user_properties)| r5::PubCompProperties {
                     reason_string,
                     user_properties,
-                }
-            });
+                });
             r5::PubComp {
                 pkid: check_pkid(a.pkid)?,
                 reason: code,
@@ -1734,8 +1759,11 @@ impl<'a> PropList<'a> {
 
     fn user(&mut self, props: &'a UserProperties) -> Result<()> {
         check_user_props(props)?;
-        self.0
-            .extend(props.iter().map(|(k, v)| Prop::User(k.as_str(), v.as_str())));
+        self.0.extend(
+            props
+                .iter()
+                .map(|(k, v)| Prop::User(k.as_str(), v.as_str())),
+        );
         Ok(())
     }
 
@@ -1898,7 +1926,10 @@ fn encode_connect(c: &Connect, protocol: Protocol, buf: &mut BytesMut) -> Result
             id::REQUEST_RESPONSE_INFORMATION,
             c.request_response_information,
         );
-        props.byte(id::REQUEST_PROBLEM_INFORMATION, c.request_problem_information);
+        props.byte(
+            id::REQUEST_PROBLEM_INFORMATION,
+            c.request_problem_information,
+        );
         props.user(&c.user_properties)?;
         props.str(id::AUTHENTICATION_METHOD, &c.authentication_method)?;
         props.bin(id::AUTHENTICATION_DATA, c.authentication_data.as_deref())?;
@@ -1906,8 +1937,7 @@ fn encode_connect(c: &Connect, protocol: Protocol, buf: &mut BytesMut) -> Result
     }
     let mut will_props = PropList::default();
     if let Some(w) = &c.will {
-        if w.properties.topic_alias.is_some() || !w.properties.subscription_identifiers.is_empty()
-        {
+        if w.properties.topic_alias.is_some() || !w.properties.subscription_identifiers.is_empty() {
             return Err(CodecError::Encode(
                 "a will has no topic alias or subscription identifier",
             ));

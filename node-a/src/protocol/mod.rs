@@ -6,7 +6,7 @@ pub mod packet;
 
 pub use codec::{decode, encode, CodecError, MAX_REMAINING_LENGTH};
 pub use packet::{
-    reason, Ack, Auth, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol,
-    Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe,
+    reason, Ack, Auth, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol, Publish,
+    PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe,
     UserProperties, Will,
 };
