@@ -47,6 +47,8 @@ pub struct NodeAConfig {
     pub acl_file: Option<std::path::PathBuf>,
     /// What happens when no ACL rule matches.
     pub acl_default_allow: bool,
+    /// MQTT over TLS listener (off when absent).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for NodeAConfig {
@@ -71,6 +73,7 @@ impl Default for NodeAConfig {
             password_file: None,
             acl_file: None,
             acl_default_allow: true,
+            tls: None,
         }
     }
 }

@@ -74,6 +74,7 @@ pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    tls_cn: Option<String>,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -117,9 +118,17 @@ where
     };
     let protocol = connect.protocol.unwrap_or(Protocol::V4);
     let mut wbuf = BytesMut::with_capacity(4096);
+    let mut connect = connect;
+    // Mutual TLS: the verified certificate's CN is the user name.
+    let cn_user = tls_cn.filter(|_| {
+        broker.config.tls.as_ref().is_some_and(|t| t.cn_as_username)
+    });
+    if let Some(cn) = &cn_user {
+        connect.username = Some(cn.clone());
+    }
 
     // Password checks cost milliseconds of CPU: keep them off the async workers.
-    let authenticated = match (&broker.passwords, &connect.username) {
+    let authenticated = cn_user.is_some() || match (&broker.passwords, &connect.username) {
         (Some(_), Some(user)) => {
             let b = broker.clone();
             let user = user.clone();

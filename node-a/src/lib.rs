@@ -15,6 +15,7 @@ pub mod listener;
 pub mod protocol;
 pub mod session;
 pub mod sys;
+pub mod tls;
 
 pub use broker::Broker;
 pub use config::NodeAConfig;

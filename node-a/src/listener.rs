@@ -18,8 +18,11 @@ pub struct NodeA {
     pub broker: Arc<Broker>,
     /// Address the MQTT listener is bound to.
     pub local_addr: SocketAddr,
+    /// Address the MQTT/TLS listener is bound to, if enabled.
+    pub tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
+    accept_tls: Option<JoinHandle<()>>,
     sys: Option<JoinHandle<()>>,
 }
 
@@ -28,6 +31,9 @@ impl NodeA {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.accept.abort();
+        if let Some(t) = self.accept_tls {
+            t.abort();
+        }
         if let Some(s) = self.sys {
             s.abort();
         }
@@ -48,20 +54,38 @@ pub async fn run(config: NodeAConfig) -> std::io::Result<NodeA> {
     let local_addr = listener.local_addr()?;
     let broker = Arc::new(Broker::load(config)?);
     let (tx, rx) = watch::channel(false);
-    let accept = tokio::spawn(accept_loop(listener, broker.clone(), rx));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (tls_addr, accept_tls) = match &broker.config.tls {
+        Some(t) => {
+            let acceptor = crate::tls::acceptor(t).map_err(std::io::Error::other)?;
+            let l = TcpListener::bind(t.listen).await?;
+            let addr = l.local_addr()?;
+            let h = tokio::spawn(accept_loop(l, broker.clone(), rx.clone(), open.clone(), Some(acceptor)));
+            (Some(addr), Some(h))
+        }
+        None => (None, None),
+    };
+    let accept = tokio::spawn(accept_loop(listener, broker.clone(), rx, open, None));
     let sys = (broker.config.sys_interval_secs > 0)
         .then(|| tokio::spawn(crate::sys::publish_loop(broker.clone())));
     Ok(NodeA {
         broker,
         local_addr,
+        tls_addr,
         shutdown: tx,
         accept,
+        accept_tls,
         sys,
     })
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let open = Arc::new(AtomicUsize::new(0));
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut window = Instant::now();
     let mut in_window = 0u32;
     loop {
@@ -89,8 +113,29 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, shutdown: watch
         let _ = sock.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
         let (b, o, rx) = (broker.clone(), open.clone(), shutdown.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::connection::serve(b, sock, peer, rx).await {
+            let r = match tls {
+                None => crate::connection::serve(b, sock, peer, rx, None).await,
+                Some(acceptor) => {
+                    // The handshake counts against the connect timeout too.
+                    let t = std::time::Duration::from_secs(b.config.connect_timeout_secs);
+                    match tokio::time::timeout(t, acceptor.accept(sock)).await {
+                        Ok(Ok(stream)) => {
+                            let cn = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(crate::tls::common_name);
+                            crate::connection::serve(b, stream, peer, rx, cn).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err(crate::connection::ConnectionError::ConnectTimeout),
+                    }
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!(%peer, %e, "connection closed");
             }
             o.fetch_sub(1, Ordering::Relaxed);
