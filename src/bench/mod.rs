@@ -1,0 +1,3 @@
+//! Benchmarks run by `ferrymq bench`.
+
+pub mod store;
