@@ -31,6 +31,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Add or replace a user in an MQTT password file (salted argon2id).
+    Passwd(PasswdArgs),
 }
 
 /// Arguments of `ferrymq standalone`.
@@ -46,6 +48,24 @@ pub struct StandaloneArgs {
     /// Prometheus metrics listener; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9100")]
     pub metrics: SocketAddr,
+    /// MQTT listener (overrides mqtt.listen); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT/TLS listener (overrides mqtt.tls.listen; needs [mqtt.tls] certificates).
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts: Option<SocketAddr>,
+}
+
+/// Arguments of `ferrymq passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Password file to create or update.
+    pub file: PathBuf,
+    /// User name.
+    pub user: String,
+    /// Password (read from stdin when absent, so it stays out of shell history).
+    #[arg(long)]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,7 +98,23 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::StoreCrashWriter(args)) => {
             bench::store::crash_writer(args).await
         }
+        Command::Passwd(args) => passwd(args),
     }
+}
+
+fn passwd(args: PasswdArgs) -> Result<()> {
+    let password = match args.password {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    node_a::auth::PasswordFile::set_user(&args.file, &args.user, &password)?;
+    println!("user {} written to {}", args.user, args.file.display());
+    Ok(())
 }
 
 #[cfg(test)]

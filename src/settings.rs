@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use node_a::NodeAConfig;
 use serde::de::{self, Deserialize, Visitor};
 use shared_store::StoreConfig;
 
@@ -19,6 +20,8 @@ use shared_store::StoreConfig;
 pub struct Settings {
     /// The `[store]` section.
     pub store: StoreConfig,
+    /// The `[mqtt]` section (the A node).
+    pub mqtt: NodeAConfig,
 }
 
 /// Where settings come from.
@@ -36,12 +39,15 @@ impl Settings {
     /// Load file then environment; environment wins.
     pub fn load(src: Sources<'_>) -> Result<Self> {
         let mut store = Map::new();
+        let mut mqtt = Map::new();
         if let Some(path) = src.file {
             let file = Config::builder()
                 .add_source(File::from(path).format(FileFormat::Toml).required(true))
                 .build()
                 .with_context(|| format!("reading config file {}", path.display()))?;
-            merge_section(&mut store, &file, "store", &path.display().to_string())?;
+            let origin = path.display().to_string();
+            merge_section(&mut store, &file, "store", store_fields(), &origin)?;
+            merge_section(&mut mqtt, &file, "mqtt", mqtt_fields(), &origin)?;
         }
         let env = Environment::with_prefix("FERRYMQ")
             .prefix_separator("_")
@@ -51,7 +57,11 @@ impl Settings {
             .add_source(env)
             .build()
             .context("reading FERRYMQ_* environment variables")?;
-        merge_section(&mut store, &env, "store", "the environment")?;
+        merge_section(&mut store, &env, "store", store_fields(), "the environment")?;
+        merge_section(&mut mqtt, &env, "mqtt", mqtt_fields(), "the environment")?;
+        let mqtt: NodeAConfig = Value::new(None, ValueKind::Table(mqtt))
+            .try_deserialize()
+            .context("invalid [mqtt] settings")?;
 
         let has_path = store.contains_key("storePath");
         let mut store: StoreConfig = Value::new(None, ValueKind::Table(store))
@@ -60,7 +70,7 @@ impl Settings {
         if !has_path {
             store.store_path = src.data_dir.join("store");
         }
-        Ok(Self { store })
+        Ok(Self { store, mqtt })
     }
 }
 
@@ -69,6 +79,7 @@ fn merge_section(
     out: &mut Map<String, Value>,
     cfg: &Config,
     section: &str,
+    fields: &'static [&'static str],
     origin: &str,
 ) -> Result<()> {
     let table = match cfg.get_table(section) {
@@ -76,7 +87,6 @@ fn merge_section(
         Err(config::ConfigError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("[{section}] in {origin}")),
     };
-    let fields = store_fields();
     for (key, value) in table {
         let Some(field) = canonical(fields, &key) else {
             bail!(
@@ -105,6 +115,12 @@ fn canonical(fields: &'static [&'static str], key: &str) -> Option<&'static str>
 fn store_fields() -> &'static [&'static str] {
     let mut probe = FieldProbe(None);
     let _ = StoreConfig::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
+}
+
+fn mqtt_fields() -> &'static [&'static str] {
+    let mut probe = FieldProbe(None);
+    let _ = NodeAConfig::deserialize(&mut probe);
     probe.0.unwrap_or(&[])
 }
 

@@ -1,5 +1,6 @@
-//! `ferrymq standalone`: one broker node. For now that is the store and the
-//! metrics endpoint; the MQTT and RocketMQ gateway listeners come later.
+//! `ferrymq standalone`: one broker node: the store, the A node (MQTT and
+//! MQTT/TLS listeners) and the metrics endpoint. The RocketMQ gateway and the
+//! store-backed L role come in later issues.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -41,6 +42,20 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
+    let mut mqtt_cfg = settings.mqtt.clone();
+    if let Some(a) = args.mqtt {
+        mqtt_cfg.listen = a;
+    }
+    if let Some(a) = args.mqtts {
+        match mqtt_cfg.tls.as_mut() {
+            Some(t) => t.listen = a,
+            None => anyhow::bail!("--mqtts needs [mqtt.tls] cert_file and key_file in the config"),
+        }
+    }
+    let node = node_a::run(mqtt_cfg)
+        .await
+        .context("starting the MQTT listener")?;
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "ferrymq {} standalone", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "  data dir:    {}", args.data_dir.display())?;
@@ -55,10 +70,18 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         settings.store.flush_disk_type,
         store.recovery_kind()
     )?;
+    writeln!(out, "  mqtt:        {}", node.local_addr)?;
+    match node.tls_addr {
+        Some(a) => writeln!(out, "  mqtts:       {a}")?,
+        None => writeln!(
+            out,
+            "  mqtts:       off (no [mqtt.tls] certificates configured)"
+        )?,
+    }
     writeln!(out, "  metrics:     http://{metrics_addr}/metrics")?;
     writeln!(
         out,
-        "  listeners:   none yet (MQTT and gateway listeners are not implemented)"
+        "  not yet:     RocketMQ gateway; MQTT messages are not yet persisted in the store"
     )?;
     writeln!(out, "ferrymq ready")?;
     out.flush()?;
@@ -69,6 +92,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = which, "shutting down");
+    node.shutdown().await;
     tokio::task::spawn_blocking(move || store.shutdown())
         .await
         .context("store shutdown task")?
