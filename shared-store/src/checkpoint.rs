@@ -120,8 +120,16 @@ mod tests {
         let p = dir.path().join("checkpoint");
         let (mut c, d) = Checkpoint::open(&p).unwrap();
         assert_eq!(d, None);
-        let a = CheckpointData { physic: 10, logics: 5, timestamp: 1 };
-        let b = CheckpointData { physic: 20, logics: 15, timestamp: 2 };
+        let a = CheckpointData {
+            physic: 10,
+            logics: 5,
+            timestamp: 1,
+        };
+        let b = CheckpointData {
+            physic: 20,
+            logics: 15,
+            timestamp: 2,
+        };
         c.write(a).unwrap();
         c.write(b).unwrap();
         assert_eq!(Checkpoint::open(&p).unwrap().1, Some(b));

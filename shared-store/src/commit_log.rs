@@ -13,8 +13,9 @@ use parking_lot::Mutex;
 use crate::error::{Result, StoreError};
 use crate::mapped_file::MappedFileQueue;
 use crate::message::{
-    self, check_entry_at, property, EntryCheck, Message, BLANK_MAGIC_CODE, END_FILE_MIN_BLANK_LENGTH,
-    LMQ_PREFIX, MESSAGE_MAGIC_CODE, POS_PHYSICAL_OFFSET, POS_QUEUE_OFFSET, POS_SYSFLAG,
+    self, check_entry_at, property, EntryCheck, Message, BLANK_MAGIC_CODE,
+    END_FILE_MIN_BLANK_LENGTH, LMQ_PREFIX, MESSAGE_MAGIC_CODE, POS_PHYSICAL_OFFSET,
+    POS_QUEUE_OFFSET, POS_SYSFLAG,
 };
 use crate::msg_id::encode_offset_msg_id;
 
@@ -64,8 +65,12 @@ impl QueueOffsets {
 
     fn put_back(&mut self, topic: &str, queue_id: i32, next: i64) {
         self.key(topic, queue_id);
-        let k = self.key.clone();
-        self.table.insert(k, next);
+        match self.table.get_mut(self.key.as_str()) {
+            Some(v) => *v = next,
+            None => {
+                self.table.insert(self.key.clone(), next);
+            }
+        }
     }
 
     /// Record that (topic, queue) holds `next` entries (recovery).
@@ -80,11 +85,15 @@ impl QueueOffsets {
     }
 }
 
+/// How far ahead of the write position pages are prefaulted.
+const WARM_AHEAD: u64 = 8 << 20;
+
 /// The CommitLog.
 pub(crate) struct CommitLog {
     files: MappedFileQueue,
     store_host: SocketAddr,
     flushed: AtomicU64,
+    warmed_to: AtomicU64,
     append: Mutex<QueueOffsets>,
 }
 
@@ -94,6 +103,7 @@ impl CommitLog {
             files: MappedFileQueue::load(dir, segment_size)?,
             store_host,
             flushed: AtomicU64::new(0),
+            warmed_to: AtomicU64::new(0),
             append: Mutex::new(QueueOffsets::default()),
         })
     }
@@ -230,6 +240,24 @@ impl CommitLog {
         })
     }
 
+    /// Whether the write position came close to the prefaulted region.
+    pub(crate) fn needs_warming(&self, end: u64) -> bool {
+        end + WARM_AHEAD / 2 > self.warmed_to.load(Ordering::Relaxed)
+    }
+
+    /// Prefault the current segment up to `WARM_AHEAD` past the write position
+    /// (warm thread), so appends under the lock do not fault pages in.
+    pub(crate) fn warm_ahead(&self) {
+        let Some(f) = self.files.last() else { return };
+        let max = f.from() + f.wrote();
+        let from = self.warmed_to.load(Ordering::Relaxed).max(max);
+        let end = (max + WARM_AHEAD).min(f.from() + f.size());
+        if end > from {
+            f.warm(from - f.from(), end - from);
+            self.warmed_to.store(end, Ordering::Relaxed);
+        }
+    }
+
     /// Copy of the `size` bytes at `offset`, if they are stored.
     pub(crate) fn read(&self, offset: u64, size: u64) -> Option<Bytes> {
         let f = self.files.find(offset)?;
@@ -247,7 +275,11 @@ impl CommitLog {
         if magic != MESSAGE_MAGIC_CODE || total <= 0 {
             return None;
         }
-        Some(Bytes::copy_from_slice(f.slice(pos, total as u64, f.wrote())?))
+        Some(Bytes::copy_from_slice(f.slice(
+            pos,
+            total as u64,
+            f.wrote(),
+        )?))
     }
 
     /// Store timestamp of the entry at `offset` (search by time).
@@ -256,7 +288,11 @@ impl CommitLog {
         let pos = offset - f.from();
         let head = f.slice(pos, 40, f.wrote())?;
         let sys_flag = i32::from_be_bytes([head[36], head[37], head[38], head[39]]);
-        let ts = f.slice(pos + message::store_timestamp_pos(sys_flag) as u64, 8, f.wrote())?;
+        let ts = f.slice(
+            pos + message::store_timestamp_pos(sys_flag) as u64,
+            8,
+            f.wrote(),
+        )?;
         let mut a = [0u8; 8];
         a.copy_from_slice(ts);
         Some(i64::from_be_bytes(a))
@@ -272,7 +308,11 @@ impl CommitLog {
 
     /// Start of the first segment found short on disk, whose bytes must be re-verified.
     pub(crate) fn first_short_segment(&self) -> Option<u64> {
-        self.files.files().iter().find(|f| f.was_extended()).map(|f| f.from())
+        self.files
+            .files()
+            .iter()
+            .find(|f| f.was_extended())
+            .map(|f| f.from())
     }
 
     /// Trust a clean shutdown's checkpoint: the log ends at `end`. Like
@@ -408,23 +448,43 @@ impl CommitLog {
 
     /// Is there a valid entry anywhere after `pos` in the first file, or at the
     /// start of a later one?
-    fn valid_entry_after(files: &[std::sync::Arc<crate::mapped_file::MappedFile>], pos: usize) -> bool {
+    fn valid_entry_after(
+        files: &[std::sync::Arc<crate::mapped_file::MappedFile>],
+        pos: usize,
+    ) -> bool {
         let magic = MESSAGE_MAGIC_CODE.to_be_bytes();
         if let Some(f) = files.first() {
             let all = f.all();
-            let mut p = pos + 1;
-            while p + 8 <= all.len() {
-                if all[p + 4..p + 8] == magic
-                    && matches!(check_entry_at(&all[p..], f.from() + p as u64), Ok(EntryCheck::Message(_)))
-                {
-                    return true;
+            // Only regions holding data can hold an entry: holes are skipped
+            // without reading them (a 1 GiB segment is mostly hole after a crash).
+            let mut region = f.next_data(pos as u64 + 1);
+            while let Some(start) = region {
+                let stop = (f.next_hole(start) as usize).min(all.len());
+                let mut p = (start as usize).max(pos + 1);
+                while p + 8 <= stop {
+                    let Some(k) = all[p + 4..stop].iter().position(|b| *b == magic[0]) else {
+                        break;
+                    };
+                    let q = p + k;
+                    if q + 8 <= all.len()
+                        && all[q + 4..q + 8] == magic
+                        && matches!(
+                            check_entry_at(&all[q..], f.from() + q as u64),
+                            Ok(EntryCheck::Message(_))
+                        )
+                    {
+                        return true;
+                    }
+                    p = q + 1;
                 }
-                p += 1;
+                region = f.next_data(stop as u64);
             }
         }
-        files
-            .iter()
-            .skip(1)
-            .any(|f| matches!(check_entry_at(f.all(), f.from()), Ok(EntryCheck::Message(_))))
+        files.iter().skip(1).any(|f| {
+            matches!(
+                check_entry_at(f.all(), f.from()),
+                Ok(EntryCheck::Message(_))
+            )
+        })
     }
 }

@@ -58,7 +58,12 @@ pub(crate) struct ConsumeQueue {
 }
 
 impl ConsumeQueue {
-    pub(crate) fn load(root: &std::path::Path, topic: &str, queue_id: i32, entries_per_file: u64) -> Result<Self> {
+    pub(crate) fn load(
+        root: &std::path::Path,
+        topic: &str,
+        queue_id: i32,
+        entries_per_file: u64,
+    ) -> Result<Self> {
         let dir: PathBuf = root.join(topic).join(queue_id.to_string());
         let files = MappedFileQueue::load(dir, entries_per_file * CQ_UNIT)?;
         let cq = Self {
@@ -83,7 +88,9 @@ impl ConsumeQueue {
 
     /// Find the end of the last file's filled entries: the last non-empty one.
     fn recover_end(&self) {
-        let Some(last) = self.files.last() else { return };
+        let Some(last) = self.files.last() else {
+            return;
+        };
         let all = last.all();
         let n = all.len() / CQ_UNIT as usize;
         let mut end = 0;
@@ -146,7 +153,9 @@ impl ConsumeQueue {
     /// Up to `max` entries from `queue_offset` (stops at a file end; callers loop).
     pub(crate) fn entries(&self, queue_offset: i64, max: usize) -> Vec<CqEntry> {
         let mut out = Vec::new();
-        let Ok(start) = u64::try_from(queue_offset) else { return out };
+        let Ok(start) = u64::try_from(queue_offset) else {
+            return out;
+        };
         let mut pos = start * CQ_UNIT;
         while out.len() < max {
             let Some(f) = self.files.find(pos) else { break };
@@ -172,7 +181,12 @@ impl ConsumeQueue {
         let min = (self.files.min_offset() / CQ_UNIT) as i64;
         while n > min {
             match self.get(n - 1) {
-                Some(e) if e.is_empty() || e.physical_offset as u64 + e.size as u64 > commit_log_end => n -= 1,
+                Some(e)
+                    if e.is_empty()
+                        || e.physical_offset as u64 + e.size as u64 > commit_log_end =>
+                {
+                    n -= 1
+                }
                 _ => break,
             }
         }
@@ -187,7 +201,9 @@ impl ConsumeQueue {
     pub(crate) fn clean(&self, commit_log_min: u64) -> Result<usize> {
         let mut deleted = 0;
         while self.files.len() > 1 {
-            let Some(first) = self.files.first() else { break };
+            let Some(first) = self.files.first() else {
+                break;
+            };
             let last_in_first = (first.from() + first.size()) / CQ_UNIT - 1;
             match self.get(last_in_first as i64) {
                 Some(e) if (e.physical_offset as u64 + e.size as u64) <= commit_log_min => {

@@ -6,6 +6,7 @@
 //! while an msync runs are all covered by the next one: group commit, so the
 //! fsync rate bounds batches, not messages.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -13,7 +14,11 @@ use tokio::sync::watch;
 
 /// Shared between writers and the flush thread.
 pub(crate) struct OffsetSignal {
-    pending: Mutex<bool>,
+    /// A wake-up is pending. Checked without the lock so that a writer whose
+    /// thread is already busy pays one atomic, not a futex call per put.
+    pending: AtomicBool,
+    sleeping: AtomicBool,
+    lock: Mutex<()>,
     cond: Condvar,
     flushed_tx: watch::Sender<u64>,
 }
@@ -22,7 +27,9 @@ impl OffsetSignal {
     pub(crate) fn new(flushed: u64) -> Self {
         let (flushed_tx, _) = watch::channel(flushed);
         Self {
-            pending: Mutex::new(false),
+            pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            lock: Mutex::new(()),
             cond: Condvar::new(),
             flushed_tx,
         }
@@ -30,21 +37,26 @@ impl OffsetSignal {
 
     /// Ask the flush thread to run now.
     pub(crate) fn wake(&self) {
-        let mut p = self.pending.lock();
-        if !*p {
-            *p = true;
+        if !self.pending.swap(true, Ordering::SeqCst) && self.sleeping.load(Ordering::SeqCst) {
+            let _g = self.lock.lock();
             self.cond.notify_one();
         }
     }
 
-    /// Flush thread: wait until woken or `timeout` passes.
+    /// Background thread: wait until woken or `timeout` passes.
     pub(crate) fn wait(&self, timeout: Duration) {
-        let mut p = self.pending.lock();
-        if !*p {
-            let deadline = Instant::now() + timeout;
-            let _ = self.cond.wait_until(&mut p, deadline);
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock.lock();
+        // `sleeping` is set before `pending` is re-checked, so a waker either sees
+        // it and notifies (under the lock), or set `pending` before the check.
+        self.sleeping.store(true, Ordering::SeqCst);
+        while !self.pending.load(Ordering::SeqCst) {
+            if self.cond.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
         }
-        *p = false;
+        self.sleeping.store(false, Ordering::SeqCst);
+        self.pending.store(false, Ordering::SeqCst);
     }
 
     /// Publish a new flushed offset to waiting writers.

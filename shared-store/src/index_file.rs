@@ -249,7 +249,13 @@ impl IndexService {
     }
 
     /// Index `keys` of the message at `phy` (each as `topic#key`).
-    pub(crate) fn build(&mut self, topic: &str, keys: &[&str], phy: u64, store_ts: i64) -> Result<()> {
+    pub(crate) fn build(
+        &mut self,
+        topic: &str,
+        keys: &[&str],
+        phy: u64,
+        store_ts: i64,
+    ) -> Result<()> {
         if phy < self.indexed_below || keys.is_empty() {
             return Ok(());
         }
@@ -263,7 +269,8 @@ impl IndexService {
                         name_ms += 1;
                         path = self.dir.join(timestamp_name(name_ms));
                     }
-                    self.files.push(IndexFile::open(path, self.slots, self.max_entries)?);
+                    self.files
+                        .push(IndexFile::open(path, self.slots, self.max_entries)?);
                 }
                 let Some(f) = self.files.last() else { break };
                 if f.put(&full, phy as i64, store_ts)? {
@@ -276,7 +283,14 @@ impl IndexService {
     }
 
     /// CommitLog offsets of messages whose `key` hash matches, newest first.
-    pub(crate) fn query(&self, topic: &str, key: &str, max: usize, begin: i64, end: i64) -> Vec<i64> {
+    pub(crate) fn query(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin: i64,
+        end: i64,
+    ) -> Vec<i64> {
         let full = format!("{topic}#{key}");
         let mut out = Vec::new();
         for f in self.files.iter().rev() {

@@ -45,6 +45,13 @@ impl MappedFile {
             .at(&path)?;
         let len = file.metadata().at(&path)?.len();
         let extended = len != 0 && len < size;
+        if len == 0 {
+            // Reserve the blocks now: a write into a sparse mapping on a full disk
+            // would kill the process with SIGBUS instead of returning an error.
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)
+                .map_err(std::io::Error::from)
+                .at(&path)?;
+        }
         if len != size {
             if len > size || (len != 0 && !allow_extend) {
                 return Err(StoreError::Corruption {
@@ -138,7 +145,9 @@ impl MappedFile {
         }
         // SAFETY: in bounds; bytes below `wrote` are never written again while
         // the file is shared (see the module contract).
-        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len as usize) })
+        Some(unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len as usize)
+        })
     }
 
     /// Every byte of the file, for recovery scans before the store is shared.
@@ -151,16 +160,20 @@ impl MappedFile {
     /// files stay sparse. Only called during recovery.
     pub(crate) fn zero_from(&self, pos: u64) -> Result<()> {
         let all = self.all();
-        let mut p = pos as usize;
         let zeros = [0u8; PAGE];
-        while p < all.len() {
-            let end = ((p / PAGE) + 1) * PAGE;
-            let end = end.min(all.len());
-            if all[p..end].iter().any(|b| *b != 0) {
-                // SAFETY: recovery runs single-threaded before the store is shared.
-                unsafe { self.write_at(p as u64, &zeros[..end - p])? };
+        let mut data = self.next_data(pos);
+        while let Some(start) = data {
+            let stop = self.next_hole(start) as usize;
+            let mut p = (start.max(pos)) as usize;
+            while p < stop.min(all.len()) {
+                let end = (((p / PAGE) + 1) * PAGE).min(all.len());
+                if all[p..end].iter().any(|b| *b != 0) {
+                    // SAFETY: recovery runs single-threaded before the store is shared.
+                    unsafe { self.write_at(p as u64, &zeros[..end - p])? };
+                }
+                p = end;
             }
-            p = end;
+            data = self.next_data(stop as u64);
         }
         self.flush_range(pos, self.size - pos)
     }
@@ -174,6 +187,40 @@ impl MappedFile {
             self.flushed.store(wrote, Ordering::Release);
         }
         Ok(wrote)
+    }
+
+    /// Prefault `[pos, pos+len)` writable so appends do not take page faults
+    /// under the append lock. Best effort: older kernels lack MADV_POPULATE_WRITE.
+    pub(crate) fn warm(&self, pos: u64, len: u64) {
+        let end = pos.saturating_add(len).min(self.size);
+        if end > pos {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::PopulateWrite, pos as usize, (end - pos) as usize);
+        }
+    }
+
+    /// Start of the next region at or after `pos` that holds data (holes are
+    /// skipped without reading them); None if only holes follow.
+    pub(crate) fn next_data(&self, pos: u64) -> Option<u64> {
+        if pos >= self.size {
+            return None;
+        }
+        match rustix::fs::seek(&self._file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(p) if p < self.size => Some(p),
+            Ok(_) => None,
+            // Filesystems without SEEK_DATA: treat everything as data.
+            Err(e) if e == rustix::io::Errno::NXIO => None,
+            Err(_) => Some(pos),
+        }
+    }
+
+    /// End of the data region starting at `pos` (next hole).
+    pub(crate) fn next_hole(&self, pos: u64) -> u64 {
+        match rustix::fs::seek(&self._file, rustix::fs::SeekFrom::Hole(pos)) {
+            Ok(p) => p.min(self.size),
+            Err(_) => self.size,
+        }
     }
 
     /// msync the whole file (files written at random positions, like the index).
@@ -271,7 +318,6 @@ impl MappedFileQueue {
         &self.dir
     }
 
-
     pub(crate) fn files(&self) -> Vec<Arc<MappedFile>> {
         self.files.read().clone()
     }
@@ -308,14 +354,14 @@ impl MappedFileQueue {
         let start = offset - offset % self.file_size;
         let mut files = self.files.write();
         if let Some(last) = files.last() {
+            if last.from() == start {
+                return Ok(last.clone());
+            }
             if start != last.from() + self.file_size {
                 return Err(StoreError::Corruption {
                     file: self.dir.join(file_name(start)),
                     offset: 0,
-                    reason: format!(
-                        "new segment would leave a gap after {}",
-                        last.from()
-                    ),
+                    reason: format!("new segment would leave a gap after {}", last.from()),
                 });
             }
         }

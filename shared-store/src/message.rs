@@ -275,7 +275,22 @@ pub fn encoded_len(msg: &Message, store_host: &SocketAddr) -> Result<usize> {
 }
 
 fn fixed_len(msg: &Message, store_host: &SocketAddr) -> usize {
-    4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + host_len(&msg.born_host) + 8 + host_len(store_host) + 4 + 8 + 4 + 1 + 2
+    4 + 4
+        + 4
+        + 4
+        + 4
+        + 8
+        + 8
+        + 4
+        + 8
+        + host_len(&msg.born_host)
+        + 8
+        + host_len(store_host)
+        + 4
+        + 8
+        + 4
+        + 1
+        + 2
 }
 
 fn check_limits(msg: &Message, props_len: usize) -> Result<()> {
@@ -345,7 +360,11 @@ pub fn encode(
 
 /// Offset of STORETIMESTAMP inside an entry with the given sys flag.
 pub fn store_timestamp_pos(sys_flag: i32) -> usize {
-    let born = if sys_flag & SYSFLAG_BORNHOST_V6 != 0 { 20 } else { 8 };
+    let born = if sys_flag & SYSFLAG_BORNHOST_V6 != 0 {
+        20
+    } else {
+        8
+    };
     POS_BORN_HOST + born
 }
 
@@ -457,14 +476,18 @@ pub fn check_entry(buf: &[u8]) -> Result<EntryCheck> {
     c.take(4 + 8)?;
     let body_len = c.i32()?;
     if body_len < 0 {
-        return Err(StoreError::Malformed(format!("negative body length {body_len}")));
+        return Err(StoreError::Malformed(format!(
+            "negative body length {body_len}"
+        )));
     }
     let body = c.take(body_len as usize)?;
     let topic_len = c.u8()? as usize;
     c.take(topic_len)?;
     let props_len = c.i16()?;
     if props_len < 0 {
-        return Err(StoreError::Malformed(format!("negative properties length {props_len}")));
+        return Err(StoreError::Malformed(format!(
+            "negative properties length {props_len}"
+        )));
     }
     c.take(props_len as usize)?;
     if c.pos != total {
@@ -502,7 +525,9 @@ pub fn decode(buf: &[u8]) -> Result<StoredMessage> {
     let prepared_transaction_offset = c.i64()?;
     let body_len = c.i32()?;
     if body_len < 0 {
-        return Err(StoreError::Malformed(format!("negative body length {body_len}")));
+        return Err(StoreError::Malformed(format!(
+            "negative body length {body_len}"
+        )));
     }
     let body = Bytes::copy_from_slice(c.take(body_len as usize)?);
     let topic_len = c.u8()? as usize;
@@ -511,7 +536,9 @@ pub fn decode(buf: &[u8]) -> Result<StoredMessage> {
         .to_string();
     let props_len = c.i16()?;
     if props_len < 0 {
-        return Err(StoreError::Malformed(format!("negative properties length {props_len}")));
+        return Err(StoreError::Malformed(format!(
+            "negative properties length {props_len}"
+        )));
     }
     let props = std::str::from_utf8(c.take(props_len as usize)?)
         .map_err(|e| StoreError::Malformed(format!("properties not UTF-8: {e}")))?;
@@ -610,7 +637,10 @@ pub(crate) fn dispatch_info(buf: &[u8]) -> Result<DispatchInfo> {
     let topic_len = c.u8()? as usize;
     let topic = String::from_utf8_lossy(c.take(topic_len)?).into_owned();
     let props_len = c.i16()?;
-    let props = c.take(usize::try_from(props_len).map_err(|_| StoreError::Malformed("properties length".into()))?)?;
+    let props = c.take(
+        usize::try_from(props_len)
+            .map_err(|_| StoreError::Malformed("properties length".into()))?,
+    )?;
     Ok(DispatchInfo {
         size: usize::try_from(size).map_err(|_| StoreError::Malformed("size".into()))?,
         topic,

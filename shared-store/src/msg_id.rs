@@ -14,9 +14,11 @@ pub fn encode_offset_msg_id(host: &SocketAddr, offset: i64) -> String {
     }
     raw.extend_from_slice(&(host.port() as i32).to_be_bytes());
     raw.extend_from_slice(&offset.to_be_bytes());
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut s = String::with_capacity(raw.len() * 2);
     for b in raw {
-        s.push_str(&format!("{b:02X}"));
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }
@@ -61,6 +63,6 @@ mod tests {
         assert_eq!(id, "7F00000100002A9F0000000000001234");
         assert_eq!(decode_offset_msg_id(&id).unwrap(), (host, 0x1234));
         assert!(decode_offset_msg_id("zz").is_err());
-        assert!(decode_offset_msg_id("7F0000010000FFFFFFFF000000001234").is_err());
+        assert!(decode_offset_msg_id("7F000001FFFFFFFF0000000000001234").is_err());
     }
 }

@@ -153,6 +153,7 @@ struct Inner {
     flush: Arc<OffsetSignal>,
     dispatch: Arc<OffsetSignal>,
     service: Arc<OffsetSignal>,
+    warm: Arc<OffsetSignal>,
     dispatch_lock: Mutex<()>,
     dispatched: AtomicU64,
     closing: AtomicBool,
@@ -172,7 +173,9 @@ fn validate_topic(topic: &str) -> Result<()> {
         || topic == ".."
         || topic.contains(['/', '\\', '\0'])
     {
-        return Err(StoreError::MessageIllegal(format!("illegal topic name {topic:?}")));
+        return Err(StoreError::MessageIllegal(format!(
+            "illegal topic name {topic:?}"
+        )));
     }
     Ok(())
 }
@@ -194,7 +197,11 @@ impl MessageStore {
         )?;
         let cq_root = root.join("consumequeue");
         let queues = load_queues(&cq_root, config.consume_queue_entries_per_file)?;
-        let index = IndexService::load(root.join("index"), config.max_hash_slot_num, config.max_index_num)?;
+        let index = IndexService::load(
+            root.join("index"),
+            config.max_hash_slot_num,
+            config.max_index_num,
+        )?;
 
         let fresh = commit_log.files().len() == 0 && cp.is_none();
         let clean = !crashed
@@ -217,6 +224,7 @@ impl MessageStore {
             flush: Arc::new(OffsetSignal::new(0)),
             dispatch: Arc::new(OffsetSignal::new(0)),
             service: Arc::new(OffsetSignal::new(0)),
+            warm: Arc::new(OffsetSignal::new(0)),
             dispatch_lock: Mutex::new(()),
             dispatched: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -239,7 +247,9 @@ impl MessageStore {
         );
         inner.update_disk_state();
         std::fs::write(&inner.abort_path, b"").at(&inner.abort_path)?;
-        std::fs::File::open(&root).and_then(|d| d.sync_all()).at(&root)?;
+        std::fs::File::open(&root)
+            .and_then(|d| d.sync_all())
+            .at(&root)?;
         let store = MessageStore { inner };
         store.start_threads()?;
         Ok(store)
@@ -258,13 +268,28 @@ impl MessageStore {
         };
         let weak = Arc::downgrade(&self.inner);
         let (sig, stop) = (self.inner.flush.clone(), self.inner.stop.clone());
-        threads.push(spawn("store-flush", Box::new(move || flush_loop(weak, sig, stop)))?);
+        threads.push(spawn(
+            "store-flush",
+            Box::new(move || flush_loop(weak, sig, stop)),
+        )?);
         let weak = Arc::downgrade(&self.inner);
         let (sig, stop) = (self.inner.dispatch.clone(), self.inner.stop.clone());
-        threads.push(spawn("store-dispatch", Box::new(move || dispatch_loop(weak, sig, stop)))?);
+        threads.push(spawn(
+            "store-dispatch",
+            Box::new(move || dispatch_loop(weak, sig, stop)),
+        )?);
         let weak = Arc::downgrade(&self.inner);
         let (sig, stop) = (self.inner.service.clone(), self.inner.stop.clone());
-        threads.push(spawn("store-service", Box::new(move || service_loop(weak, sig, stop)))?);
+        threads.push(spawn(
+            "store-service",
+            Box::new(move || service_loop(weak, sig, stop)),
+        )?);
+        let weak = Arc::downgrade(&self.inner);
+        let (sig, stop) = (self.inner.warm.clone(), self.inner.stop.clone());
+        threads.push(spawn(
+            "store-warm",
+            Box::new(move || warm_loop(weak, sig, stop)),
+        )?);
         Ok(())
     }
 
@@ -303,6 +328,9 @@ impl MessageStore {
         metrics::counter!("ferrymq_store_put_messages_total").increment(1);
         metrics::counter!("ferrymq_store_put_bytes_total").increment(append.wrote_bytes as u64);
         inner.dispatch.wake();
+        if inner.commit_log.needs_warming(end) {
+            inner.warm.wake();
+        }
         let status = match inner.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
                 inner.flush.wake();
@@ -325,7 +353,8 @@ impl MessageStore {
                 PutStatus::PutOk
             }
         };
-        metrics::histogram!("ferrymq_store_put_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ferrymq_store_put_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(PutResult { status, append })
     }
 
@@ -404,18 +433,29 @@ impl MessageStore {
                         continue;
                     }
                 }
-                if !r.messages.is_empty() && bytes + e.size as usize > inner.config.max_transfer_bytes {
+                if !r.messages.is_empty()
+                    && bytes + e.size as usize > inner.config.max_transfer_bytes
+                {
                     next -= 1;
                     break 'outer;
                 }
-                match inner.commit_log.read(e.physical_offset as u64, e.size as u64) {
+                match inner
+                    .commit_log
+                    .read(e.physical_offset as u64, e.size as u64)
+                {
                     Some(data)
                         if !matches!(
                             message::check_entry_at(&data, e.physical_offset as u64),
                             Ok(message::EntryCheck::Message(n)) if n == data.len()
                         ) =>
                     {
-                        tracing::error!(topic, queue_id, queue_offset = qo, physical_offset = e.physical_offset, "stored message fails its CRC/shape check");
+                        tracing::error!(
+                            topic,
+                            queue_id,
+                            queue_offset = qo,
+                            physical_offset = e.physical_offset,
+                            "stored message fails its CRC/shape check"
+                        );
                         metrics::counter!("ferrymq_store_corrupt_reads_total").increment(1);
                         if r.messages.is_empty() {
                             r.status = GetStatus::Corrupted;
@@ -454,12 +494,18 @@ impl MessageStore {
 
     /// Lowest readable offset of a queue (0 if it does not exist).
     pub fn min_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
-        self.inner.find_cq(topic, queue_id).map(|q| q.min_offset()).unwrap_or(0)
+        self.inner
+            .find_cq(topic, queue_id)
+            .map(|q| q.min_offset())
+            .unwrap_or(0)
     }
 
     /// Next offset to be written in a queue (0 if it does not exist).
     pub fn max_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
-        self.inner.find_cq(topic, queue_id).map(|q| q.max_offset()).unwrap_or(0)
+        self.inner
+            .find_cq(topic, queue_id)
+            .map(|q| q.max_offset())
+            .unwrap_or(0)
     }
 
     /// ConsumeQueue entry at `offset`.
@@ -470,13 +516,17 @@ impl MessageStore {
     /// First queue offset whose message was stored at or after `timestamp` (ms);
     /// the max offset if none was.
     pub fn offset_in_queue_by_time(&self, topic: &str, queue_id: i32, timestamp: i64) -> i64 {
-        let Some(cq) = self.inner.find_cq(topic, queue_id) else { return 0 };
+        let Some(cq) = self.inner.find_cq(topic, queue_id) else {
+            return 0;
+        };
         let (mut lo, mut hi) = (cq.min_offset(), cq.max_offset());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let ts = cq
-                .get(mid)
-                .and_then(|e| self.inner.commit_log.store_timestamp_at(e.physical_offset as u64));
+            let ts = cq.get(mid).and_then(|e| {
+                self.inner
+                    .commit_log
+                    .store_timestamp_at(e.physical_offset as u64)
+            });
             match ts {
                 Some(t) if t < timestamp => lo = mid + 1,
                 Some(_) => hi = mid,
@@ -491,12 +541,16 @@ impl MessageStore {
     pub fn earliest_message_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
         let cq = self.inner.find_cq(topic, queue_id)?;
         let e = cq.get(cq.min_offset())?;
-        self.inner.commit_log.store_timestamp_at(e.physical_offset as u64)
+        self.inner
+            .commit_log
+            .store_timestamp_at(e.physical_offset as u64)
     }
 
     /// The stored bytes of the entry at a CommitLog offset.
     pub fn read_raw(&self, physical_offset: i64) -> Option<Bytes> {
-        self.inner.commit_log.read_entry(u64::try_from(physical_offset).ok()?)
+        self.inner
+            .commit_log
+            .read_entry(u64::try_from(physical_offset).ok()?)
     }
 
     /// Decode the message at a CommitLog offset.
@@ -513,11 +567,24 @@ impl MessageStore {
 
     /// Messages of `topic` whose KEYS contain `key` or whose unique key is
     /// `key`, stored within `[begin, end]` ms, newest first, at most `max`.
-    pub fn query_message(&self, topic: &str, key: &str, max: usize, begin: i64, end: i64) -> Vec<StoredMessage> {
-        let offsets = self.inner.index.read().query(topic, key, max * 2 + 8, begin, end);
+    pub fn query_message(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin: i64,
+        end: i64,
+    ) -> Vec<StoredMessage> {
+        let offsets = self
+            .inner
+            .index
+            .read()
+            .query(topic, key, max * 2 + 8, begin, end);
         let mut out = Vec::new();
         for off in offsets {
-            let Some(m) = self.look_message_by_offset(off) else { continue };
+            let Some(m) = self.look_message_by_offset(off) else {
+                continue;
+            };
             let props = &m.message.properties;
             let matches = m.message.topic == topic
                 && (props.get(property::UNIQ_KEY) == Some(key)
@@ -631,6 +698,7 @@ impl MessageStore {
         inner.flush.wake();
         inner.dispatch.wake();
         inner.service.wake();
+        inner.warm.wake();
         let threads: Vec<_> = inner.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
@@ -648,6 +716,7 @@ impl Drop for Inner {
         self.flush.wake();
         self.dispatch.wake();
         self.service.wake();
+        self.warm.wake();
     }
 }
 
@@ -656,7 +725,9 @@ fn load_queues(root: &Path, per_file: u64) -> Result<QueueMap> {
     std::fs::create_dir_all(root).at(root)?;
     for t in std::fs::read_dir(root).at(root)? {
         let t = t.at(root)?;
-        let Some(topic) = t.file_name().to_str().map(str::to_string) else { continue };
+        let Some(topic) = t.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if !t.path().is_dir() {
             continue;
         }
@@ -694,7 +765,9 @@ impl Inner {
                 self.index.write().reindex_from(restart);
                 let end = self
                     .commit_log
-                    .recover_scan(restart, durable, |phy, bytes| self.dispatch_entry(phy, bytes))?;
+                    .recover_scan(restart, durable, |phy, bytes| {
+                        self.dispatch_entry(phy, bytes)
+                    })?;
                 for q in self.all_queues() {
                     q.truncate_dirty(end)?;
                 }
@@ -778,7 +851,11 @@ impl Inner {
 
     fn fs_ratio(&self) -> f64 {
         match rustix::fs::statvfs(&self.config.store_path) {
-            Ok(s) if s.f_blocks > 0 => 1.0 - (s.f_bavail as f64 / s.f_blocks as f64),
+            // As `df` reports it: blocks reserved for root count as neither used nor free.
+            Ok(s) if s.f_blocks > s.f_bfree || s.f_bavail > 0 => {
+                let used = s.f_blocks.saturating_sub(s.f_bfree) as f64;
+                used / (used + s.f_bavail as f64)
+            }
             _ => 0.0,
         }
     }
@@ -809,7 +886,8 @@ impl Inner {
                 size: info.size as i32,
                 tag_hash: message::tag_hash(info.properties.get(property::TAGS)),
             };
-            self.cq(&info.topic, info.queue_id)?.put(info.queue_offset, entry)?;
+            self.cq(&info.topic, info.queue_id)?
+                .put(info.queue_offset, entry)?;
             if let (Some(qs), Some(offs)) = (
                 info.properties.get(property::INNER_MULTI_DISPATCH),
                 info.properties.get(property::INNER_MULTI_QUEUE_OFFSET),
@@ -842,18 +920,25 @@ impl Inner {
         let max = self.commit_log.max_offset();
         off = off.max(self.commit_log.min_offset());
         while off < max {
-            let Some(f) = self.commit_log.files().find(off) else { break };
+            let Some(f) = self.commit_log.files().find(off) else {
+                break;
+            };
             let wrote = f.wrote();
             let mut pos = off - f.from();
             while pos + 8 <= wrote {
-                let Some(head) = f.slice(pos, 8, wrote) else { break };
+                let Some(head) = f.slice(pos, 8, wrote) else {
+                    break;
+                };
                 let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
                 let magic = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
                 if magic == message::BLANK_MAGIC_CODE {
                     pos = f.size();
                     break;
                 }
-                let Some(entry) = (size > 0).then(|| f.slice(pos, size as u64, wrote)).flatten() else {
+                let Some(entry) = (size > 0)
+                    .then(|| f.slice(pos, size as u64, wrote))
+                    .flatten()
+                else {
                     return Err(StoreError::Corruption {
                         file: f.path().to_path_buf(),
                         offset: pos,
@@ -930,7 +1015,9 @@ impl Inner {
 fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) {
     loop {
         let interval = match weak.upgrade() {
-            Some(i) if i.config.flush_disk_type == FlushDiskType::SyncFlush => Duration::from_millis(100),
+            Some(i) if i.config.flush_disk_type == FlushDiskType::SyncFlush => {
+                Duration::from_millis(100)
+            }
             Some(i) => Duration::from_millis(i.config.flush_interval_commit_log.max(1)),
             None => return,
         };
@@ -957,6 +1044,17 @@ fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) 
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+}
+
+fn warm_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) {
+    loop {
+        sig.wait(Duration::from_millis(1000));
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        inner.commit_log.warm_ahead();
     }
 }
 

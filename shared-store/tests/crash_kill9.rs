@@ -50,8 +50,15 @@ fn message(seq: u64) -> Message {
 #[ignore = "child process of kill9_during_sync_flush_loses_no_acked_put"]
 fn crash_child_writer() {
     let dir = std::env::var(DIR_ENV).expect("child needs FERRYMQ_CRASH_DIR");
-    let start: u64 = std::env::var(SEQ_ENV).expect("child needs FERRYMQ_CRASH_SEQ").parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let start: u64 = std::env::var(SEQ_ENV)
+        .expect("child needs FERRYMQ_CRASH_SEQ")
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let store = MessageStore::open(config(std::path::Path::new(&dir))).unwrap();
         let next = Arc::new(AtomicU64::new(start));
@@ -86,15 +93,24 @@ fn verify_store(store: &MessageStore) -> HashMap<u64, (i32, i64)> {
         let max = store.max_offset_in_queue("crash", q);
         while off < max {
             let r = store.get_message("crash", q, off, 64, None);
-            assert_eq!(r.status, shared_store::GetStatus::Found, "queue {q} offset {off} of {max}");
+            assert_eq!(
+                r.status,
+                shared_store::GetStatus::Found,
+                "queue {q} offset {off} of {max}"
+            );
             for m in &r.messages {
                 assert_eq!(m.queue_offset, off);
                 let d = shared_store::message::decode(&m.data).expect("valid entry");
                 assert_eq!(d.queue_offset, off);
                 assert_eq!(d.message.queue_id, q);
-                let seq: u64 = d.message.properties.get("KEYS").unwrap()[1..].parse().unwrap();
+                let seq: u64 = d.message.properties.get("KEYS").unwrap()[1..]
+                    .parse()
+                    .unwrap();
                 assert_eq!(&d.message.body[..], &body(seq)[..], "bytes of seq {seq}");
-                assert!(seen.insert(seq, (q, off)).is_none(), "seq {seq} stored twice");
+                assert!(
+                    seen.insert(seq, (q, off)).is_none(),
+                    "seq {seq} stored twice"
+                );
                 off += 1;
             }
         }
@@ -112,7 +128,13 @@ fn kill9_during_sync_flush_loses_no_acked_put() {
     let rounds = 12;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, dir.path())
             .env(SEQ_ENV, next_seq.to_string())
             .stdout(Stdio::piped())
@@ -131,7 +153,9 @@ fn kill9_during_sync_flush_loses_no_acked_put() {
         });
         // Wait for the child to be writing, then let it run a random while.
         loop {
-            let l = rx.recv_timeout(Duration::from_secs(60)).expect("child started");
+            let l = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("child started");
             if l.ends_with("READY") {
                 break;
             }
@@ -165,17 +189,37 @@ fn kill9_during_sync_flush_loses_no_acked_put() {
         store.dispatch_now().unwrap();
         let seen = verify_store(&store);
         for (seq, phy) in &acked {
-            assert!(seen.contains_key(seq), "round {round}: acked seq {seq} at {phy} lost");
-            let m = store.look_message_by_offset(*phy).expect("acked offset readable");
+            assert!(
+                seen.contains_key(seq),
+                "round {round}: acked seq {seq} at {phy} lost"
+            );
+            let m = store
+                .look_message_by_offset(*phy)
+                .expect("acked offset readable");
             assert_eq!(&m.message.body[..], &body(*seq)[..]);
         }
         // Continue numbering after everything the child may have written.
-        next_seq = seen.keys().copied().chain(acked.keys().copied()).max().map(|m| m + 1).unwrap_or(next_seq) + 1000;
-        eprintln!("round {round}: {round_acks} acks this round, {} acked total, {} stored", acked.len(), seen.len());
+        next_seq = seen
+            .keys()
+            .copied()
+            .chain(acked.keys().copied())
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(next_seq)
+            + 1000;
+        eprintln!(
+            "round {round}: {round_acks} acks this round, {} acked total, {} stored",
+            acked.len(),
+            seen.len()
+        );
         // Leave the store as a crash does, half the time; cleanly otherwise.
         if round % 2 == 0 {
             store.shutdown().unwrap();
         }
     }
-    assert!(acked.len() > 100, "the child acked too little to test anything: {}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the child acked too little to test anything: {}",
+        acked.len()
+    );
 }

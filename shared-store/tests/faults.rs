@@ -39,7 +39,11 @@ async fn fill(store: &MessageStore, n: u64) -> Vec<shared_store::PutResult> {
 }
 
 fn flip(path: &Path, offset: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 0xff;
@@ -52,16 +56,24 @@ async fn torn_tail_after_crash_is_cut_and_writing_continues() {
     let store = MessageStore::open(config(dir.path())).unwrap();
     let puts = fill(&store, 100).await;
     drop(store); // crash: no clean shutdown, abort marker stays
-    // Tear the last entry: cut the file in its middle (as a crash while growing does).
+                 // Tear the last entry: cut the file in its middle (as a crash while growing does).
     let last = puts.last().unwrap();
     let seg = segments(dir.path()).pop().unwrap();
     let seg_start: u64 = seg.file_name().unwrap().to_str().unwrap().parse().unwrap();
     let cut = last.append.physical_offset as u64 - seg_start + 10;
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
 
     let store = MessageStore::open(config(dir.path())).unwrap();
     assert_eq!(store.recovery_kind(), RecoveryKind::Crash);
-    assert_eq!(store.max_physical_offset(), last.append.physical_offset as u64);
+    assert_eq!(
+        store.max_physical_offset(),
+        last.append.physical_offset as u64
+    );
     assert_eq!(store.max_offset_in_queue("t", 0), 99);
     let r = store.put_message(msg("t", 0, 1000)).await.unwrap();
     assert_eq!(r.append.queue_offset, 99);
@@ -83,7 +95,11 @@ async fn garbage_tail_after_crash_is_cut() {
     let seg = segments(dir.path()).pop().unwrap();
     let seg_start: u64 = seg.file_name().unwrap().to_str().unwrap().parse().unwrap();
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&[0x00, 0x00, 0x01, 0x00, 0xda, 0xa3, 0x20, 0xa7, 1, 2, 3], end - seg_start).unwrap();
+    f.write_all_at(
+        &[0x00, 0x00, 0x01, 0x00, 0xda, 0xa3, 0x20, 0xa7, 1, 2, 3],
+        end - seg_start,
+    )
+    .unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();
     assert_eq!(store.max_physical_offset(), end);
     assert_eq!(read_all(&store, "t", 0).len(), 50);
@@ -164,9 +180,16 @@ async fn truncated_segment_after_clean_shutdown_is_an_error_until_loss_is_accept
     let seg = segments(dir.path()).pop().unwrap();
     let seg_start: u64 = seg.file_name().unwrap().to_str().unwrap().parse().unwrap();
     let cut_at = puts[110].append.physical_offset as u64 + 5;
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut_at - seg_start).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut_at - seg_start)
+        .unwrap();
     // Flushed, acknowledged bytes are gone: say so.
-    let err = MessageStore::open(config(dir.path())).err().expect("must not open");
+    let err = MessageStore::open(config(dir.path()))
+        .err()
+        .expect("must not open");
     assert!(matches!(err, StoreError::Corruption { .. }), "{err}");
     assert!(err.to_string().contains("flushed"), "{err}");
     // An operator who accepts the loss removes the checkpoint: the valid prefix is recovered.
@@ -186,7 +209,12 @@ async fn truncated_inner_segment_is_an_error() {
     drop(store);
     let segs = segments(dir.path());
     assert!(segs.len() > 2);
-    OpenOptions::new().write(true).open(&segs[0]).unwrap().set_len(100).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap()
+        .set_len(100)
+        .unwrap();
     match MessageStore::open(config(dir.path())) {
         Err(StoreError::Corruption { file, .. }) => assert_eq!(file, segs[0]),
         other => panic!("expected corruption, got {:?}", other.err()),
@@ -288,7 +316,9 @@ async fn expired_files_are_deleted_at_delete_when_and_not_before() {
     assert_eq!(deleted, segs_before - 1);
     assert_eq!(segments(dir.path()).len(), 1);
     // ConsumeQueue files wholly below the new min are gone too (100 entries per file).
-    let cq_files = std::fs::read_dir(dir.path().join("consumequeue/t/0")).unwrap().count();
+    let cq_files = std::fs::read_dir(dir.path().join("consumequeue/t/0"))
+        .unwrap()
+        .count();
     assert!(cq_files <= 2, "{cq_files} consume queue files left");
     let min = store.min_offset_in_queue("t", 0);
     let first = store.get_message("t", 0, min, 1, None);

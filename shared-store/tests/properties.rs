@@ -36,24 +36,27 @@ fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(any::<u8>(), 0..2000),
         proptest::collection::vec((prop_text(), prop_text()), 0..6),
     )
-        .prop_map(|(topic, queue_id, flag, sys_flag, born, host, rt, ptx, body, props)| {
-            let mut properties = Properties::new();
-            for (k, v) in props {
-                properties.insert(k, v);
-            }
-            Message {
-                topic,
-                queue_id,
-                flag,
-                sys_flag: sys_flag & !(message::SYSFLAG_BORNHOST_V6 | message::SYSFLAG_STOREHOST_V6),
-                born_timestamp: born,
-                born_host: host,
-                reconsume_times: rt,
-                prepared_transaction_offset: ptx,
-                body: Bytes::from(body),
-                properties,
-            }
-        })
+        .prop_map(
+            |(topic, queue_id, flag, sys_flag, born, host, rt, ptx, body, props)| {
+                let mut properties = Properties::new();
+                for (k, v) in props {
+                    properties.insert(k, v);
+                }
+                Message {
+                    topic,
+                    queue_id,
+                    flag,
+                    sys_flag: sys_flag
+                        & !(message::SYSFLAG_BORNHOST_V6 | message::SYSFLAG_STOREHOST_V6),
+                    born_timestamp: born,
+                    born_host: host,
+                    reconsume_times: rt,
+                    prepared_transaction_offset: ptx,
+                    body: Bytes::from(body),
+                    properties,
+                }
+            },
+        )
 }
 
 proptest! {

@@ -13,7 +13,10 @@ async fn put_then_get_in_order_across_segment_rollover() {
     let store = MessageStore::open(small_config(dir.path())).unwrap();
     let mut results = Vec::new();
     for i in 0..2000u64 {
-        let r = store.put_message(msg("orders", (i % 3) as i32, i)).await.unwrap();
+        let r = store
+            .put_message(msg("orders", (i % 3) as i32, i))
+            .await
+            .unwrap();
         assert_eq!(r.status, PutStatus::PutOk);
         results.push(r);
     }
@@ -33,9 +36,14 @@ async fn put_then_get_in_order_across_segment_rollover() {
     }
     // Physical offsets returned by put are where the bytes are.
     for (i, r) in results.iter().enumerate().step_by(97) {
-        let m = store.look_message_by_offset(r.append.physical_offset).unwrap();
+        let m = store
+            .look_message_by_offset(r.append.physical_offset)
+            .unwrap();
         assert_eq!(m.message.body, msg("orders", 0, i as u64).body);
-        let by_id = store.view_message_by_id(&r.append.offset_msg_id).unwrap().unwrap();
+        let by_id = store
+            .view_message_by_id(&r.append.offset_msg_id)
+            .unwrap()
+            .unwrap();
         assert_eq!(by_id, m);
     }
     store.shutdown().unwrap();
@@ -51,7 +59,10 @@ async fn get_statuses_follow_rocketmq() {
         store.put_message(msg("t", 0, i)).await.unwrap();
     }
     store.dispatch_now().unwrap();
-    assert_eq!(store.get_message("t", 0, 5, 10, None).status, GetStatus::OffsetOverflowOne);
+    assert_eq!(
+        store.get_message("t", 0, 5, 10, None).status,
+        GetStatus::OffsetOverflowOne
+    );
     let r = store.get_message("t", 0, 9, 10, None);
     assert_eq!(r.status, GetStatus::OffsetOverflowBadly);
     assert_eq!(r.next_begin_offset, 5);
@@ -91,7 +102,11 @@ async fn light_queues_index_the_same_entry() {
     let store = MessageStore::open(small_config(dir.path())).unwrap();
     for i in 0..6u64 {
         let mut m = msg("sensors", 1, i);
-        let lmqs = if i % 2 == 0 { "%LMQ%dev-a,%LMQ%dev-b" } else { "%LMQ%dev-b" };
+        let lmqs = if i % 2 == 0 {
+            "%LMQ%dev-a,%LMQ%dev-b"
+        } else {
+            "%LMQ%dev-b"
+        };
         m.properties.insert(property::INNER_MULTI_DISPATCH, lmqs);
         let r = store.put_message(m).await.unwrap();
         assert_eq!(r.append.lmq_offsets.last().unwrap().0, "%LMQ%dev-b");
@@ -104,11 +119,15 @@ async fn light_queues_index_the_same_entry() {
     assert_eq!(b.len(), 6);
     let main = read_all(&store, "sensors", 1);
     // Same CommitLog entries, no copies.
-    assert_eq!(b.iter().map(|m| m.physical_offset).collect::<Vec<_>>(), main.iter().map(|m| m.physical_offset).collect::<Vec<_>>());
+    assert_eq!(
+        b.iter().map(|m| m.physical_offset).collect::<Vec<_>>(),
+        main.iter().map(|m| m.physical_offset).collect::<Vec<_>>()
+    );
     assert_eq!(a[1].physical_offset, main[2].physical_offset);
     let bad = {
         let mut m = msg("sensors", 1, 0);
-        m.properties.insert(property::INNER_MULTI_DISPATCH, "not-lmq");
+        m.properties
+            .insert(property::INNER_MULTI_DISPATCH, "not-lmq");
         m
     };
     assert!(store.put_message(bad).await.is_err());
@@ -133,8 +152,12 @@ async fn lookup_by_key_unique_key_and_time() {
     assert_eq!(hits[0].queue_offset, 250);
     let group = store.query_message("t", "group1", 1000, 0, now + 1000);
     assert_eq!(group.len(), 100);
-    assert!(store.query_message("other", "k7", 10, 0, now + 1000).is_empty());
-    assert!(store.query_message("t", "k7", 10, now + 60_000, now + 120_000).is_empty());
+    assert!(store
+        .query_message("other", "k7", 10, 0, now + 1000)
+        .is_empty());
+    assert!(store
+        .query_message("t", "k7", 10, now + 60_000, now + 120_000)
+        .is_empty());
     let first = store.query_message("t", "k0", 1, 0, now + 1000)[0].store_timestamp;
     assert_eq!(store.offset_in_queue_by_time("t", 0, 0), 0);
     assert_eq!(store.offset_in_queue_by_time("t", 0, now + 60_000), 300);
@@ -181,7 +204,10 @@ async fn sync_flush_acks_only_flushed_bytes_and_shares_flushes() {
         tasks.push(tokio::spawn(async move {
             let mut ends = Vec::new();
             for i in 0..20 {
-                let r = s.put_message(msg("t", (w % 4) as i32, w * 100 + i)).await.unwrap();
+                let r = s
+                    .put_message(msg("t", (w % 4) as i32, w * 100 + i))
+                    .await
+                    .unwrap();
                 assert_eq!(r.status, PutStatus::PutOk);
                 // PUT_OK under SYNC_FLUSH means the flushed offset covers the entry.
                 assert!(s.flushed_physical_offset() >= r.append.end_offset());
@@ -206,14 +232,24 @@ async fn half_transaction_messages_take_no_queue_slot() {
     let mut half = Message::new("t", 0, &b"half"[..]);
     half.sys_flag = message::SYSFLAG_TRANSACTION_PREPARED;
     let h = store.put_message(half).await.unwrap();
-    let n = store.put_message(Message::new("t", 0, &b"normal"[..])).await.unwrap();
+    let n = store
+        .put_message(Message::new("t", 0, &b"normal"[..]))
+        .await
+        .unwrap();
     assert_eq!(n.append.queue_offset, 0);
     store.dispatch_now().unwrap();
     let all = read_all(&store, "t", 0);
     assert_eq!(all.len(), 1);
     assert_eq!(&all[0].message.body[..], b"normal");
     // Still readable by offset (the gateway's transaction check needs it).
-    assert_eq!(&store.look_message_by_offset(h.append.physical_offset).unwrap().message.body[..], b"half");
+    assert_eq!(
+        &store
+            .look_message_by_offset(h.append.physical_offset)
+            .unwrap()
+            .message
+            .body[..],
+        b"half"
+    );
     store.shutdown().unwrap();
 }
 
@@ -222,7 +258,10 @@ async fn oversized_and_illegal_messages_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = MessageStore::open(small_config(dir.path())).unwrap();
     let big = Message::new("t", 0, vec![0u8; 17 * 1024]);
-    assert!(matches!(store.put_message(big).await, Err(shared_store::StoreError::MessageIllegal(_))));
+    assert!(matches!(
+        store.put_message(big).await,
+        Err(shared_store::StoreError::MessageIllegal(_))
+    ));
     for topic in ["", "a/b", "..", &"x".repeat(200)] {
         let m = Message::new(topic, 0, &b"x"[..]);
         assert!(store.put_message(m).await.is_err(), "topic {topic:?}");

@@ -18,10 +18,16 @@ pub fn small_config(dir: &std::path::Path) -> StoreConfig {
 
 /// A message with a tag, keys and a body derived from `i`.
 pub fn msg(topic: &str, queue: i32, i: u64) -> Message {
-    let mut m = Message::new(topic, queue, format!("body-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes());
-    m.properties.insert("TAGS", if i % 2 == 0 { "even" } else { "odd" });
+    let mut m = Message::new(
+        topic,
+        queue,
+        format!("body-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes(),
+    );
+    m.properties
+        .insert("TAGS", if i % 2 == 0 { "even" } else { "odd" });
     m.properties.insert("KEYS", format!("k{i} group{}", i % 3));
-    m.properties.insert("UNIQ_CLIENT_MESSAGE_ID_KEYIDX", format!("U{i:08}"));
+    m.properties
+        .insert("UNIQ_CLIENT_MESSAGE_ID_KEYIDX", format!("U{i:08}"));
     m
 }
 
