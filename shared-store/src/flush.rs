@@ -13,7 +13,18 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 /// Shared between writers and the flush thread.
+/// Writers waiting for the flushed offset to pass their entry's end. Each
+/// waiter is completed exactly once, by the flush that covers it: waking only
+/// those (not every waiter on every flush) keeps group commit cheap at
+/// hundreds of concurrent writers.
+#[derive(Default)]
+struct Waiters {
+    flushed: u64,
+    list: Vec<(u64, Instant, tokio::sync::oneshot::Sender<bool>)>,
+}
+
 pub(crate) struct OffsetSignal {
+    waiters: Mutex<Waiters>,
     /// A wake-up is pending. Checked without the lock so that a writer whose
     /// thread is already busy pays one atomic, not a futex call per put.
     pending: AtomicBool,
@@ -27,6 +38,10 @@ impl OffsetSignal {
     pub(crate) fn new(flushed: u64) -> Self {
         let (flushed_tx, _) = watch::channel(flushed);
         Self {
+            waiters: Mutex::new(Waiters {
+                flushed,
+                list: Vec::new(),
+            }),
             pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             lock: Mutex::new(()),
@@ -61,6 +76,21 @@ impl OffsetSignal {
 
     /// Publish a new flushed offset to waiting writers.
     pub(crate) fn publish(&self, flushed: u64) {
+        {
+            let mut w = self.waiters.lock();
+            if flushed > w.flushed {
+                w.flushed = flushed;
+                let mut i = 0;
+                while i < w.list.len() {
+                    if w.list[i].0 <= flushed {
+                        let (_, _, tx) = w.list.swap_remove(i);
+                        let _ = tx.send(true);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
         self.flushed_tx.send_if_modified(|cur| {
             if flushed > *cur {
                 *cur = flushed;
@@ -72,12 +102,35 @@ impl OffsetSignal {
     }
 
     /// Wait until the CommitLog is flushed through `offset`; false on timeout.
-    pub(crate) async fn wait_flushed(&self, offset: u64, timeout: Duration) -> bool {
-        let mut rx = self.flushed_tx.subscribe();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|f| *f >= offset)).await;
-        let ok = matches!(res, Ok(Ok(_)));
-        drop(res);
-        ok
+    /// Wait until the CommitLog is flushed through `offset`; false when the
+    /// flush thread gives up on this waiter (see [`Self::expire`]). No timer per
+    /// put: the flush thread expires waiters, which it wakes often anyway.
+    pub(crate) async fn wait_flushed(&self, offset: u64) -> bool {
+        let rx = {
+            let mut w = self.waiters.lock();
+            if w.flushed >= offset {
+                return true;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            w.list.push((offset, Instant::now(), tx));
+            rx
+        };
+        rx.await.unwrap_or(false)
+    }
+
+    /// Answer "not flushed" to waiters older than `timeout` (FLUSH_DISK_TIMEOUT).
+    pub(crate) fn expire(&self, timeout: Duration) {
+        let mut w = self.waiters.lock();
+        let now = Instant::now();
+        let mut i = 0;
+        while i < w.list.len() {
+            if now.duration_since(w.list[i].1) >= timeout {
+                let (_, _, tx) = w.list.swap_remove(i);
+                let _ = tx.send(false);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     pub(crate) fn flushed(&self) -> u64 {

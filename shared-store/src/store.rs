@@ -336,7 +336,7 @@ impl MessageStore {
                 inner.flush.wake();
                 if inner
                     .flush
-                    .wait_flushed(end, inner.config.sync_flush_timeout())
+                    .wait_flushed(end)
                     .await
                 {
                     PutStatus::PutOk
@@ -1026,6 +1026,7 @@ fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) 
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
+        sig.expire(inner.config.sync_flush_timeout());
         let before = inner.commit_log.flushed_offset();
         if inner.commit_log.max_offset() <= before {
             continue;
