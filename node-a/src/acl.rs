@@ -77,8 +77,16 @@ impl Acl {
             };
             let who = match it.next() {
                 Some("all") => Who::All,
-                Some("user") => Who::User(it.next().ok_or_else(|| err("user needs a name"))?.to_string()),
-                Some("client") => Who::Client(it.next().ok_or_else(|| err("client needs an id"))?.to_string()),
+                Some("user") => Who::User(
+                    it.next()
+                        .ok_or_else(|| err("user needs a name"))?
+                        .to_string(),
+                ),
+                Some("client") => Who::Client(
+                    it.next()
+                        .ok_or_else(|| err("client needs an id"))?
+                        .to_string(),
+                ),
                 _ => return Err(err("expected user NAME, client ID or all")),
             };
             let actions = match it.next() {
@@ -87,7 +95,10 @@ impl Acl {
                 Some("all") => (true, true),
                 _ => return Err(err("expected publish, subscribe or all")),
             };
-            let filter = it.next().ok_or_else(|| err("missing topic filter"))?.to_string();
+            let filter = it
+                .next()
+                .ok_or_else(|| err("missing topic filter"))?
+                .to_string();
             if it.next().is_some() {
                 return Err(err("trailing words"));
             }
@@ -153,7 +164,9 @@ impl Acl {
 
 /// Does rule filter `rule` cover every topic subscription filter `sub` can match?
 fn covers(rule: &str, sub: &str) -> bool {
-    let sub = ferrymq_topics::parse_shared(sub).map(|s| s.filter).unwrap_or(sub);
+    let sub = ferrymq_topics::parse_shared(sub)
+        .map(|s| s.filter)
+        .unwrap_or(sub);
     let mut r = rule.split('/');
     let mut s = sub.split('/');
     loop {

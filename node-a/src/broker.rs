@@ -89,7 +89,9 @@ impl Broker {
             None => None,
         };
         let acl = match &config.acl_file {
-            Some(p) => crate::acl::Acl::load(p, config.acl_default_allow).map_err(std::io::Error::other)?,
+            Some(p) => {
+                crate::acl::Acl::load(p, config.acl_default_allow).map_err(std::io::Error::other)?
+            }
             None => crate::acl::Acl::allow_all(),
         };
         let mut b = Self::new(config);
@@ -147,7 +149,8 @@ impl Broker {
             // Whatever was queued through shared subscriptions goes to other members.
             let pending: Vec<Delivery> = {
                 let mut st = s.state.lock();
-                let mut v: Vec<Delivery> = st.inflight.values().map(|i| i.delivery.clone()).collect();
+                let mut v: Vec<Delivery> =
+                    st.inflight.values().map(|i| i.delivery.clone()).collect();
                 v.extend(st.queue.drain(..));
                 st.inflight.clear();
                 v
@@ -194,8 +197,12 @@ impl Broker {
             subs.insert(share.filter, key, SubEntry::Share(group));
             existed
         } else {
-            subs.insert(filter, SubKey::Client(client.clone()), SubEntry::Client(opts))
-                .is_some()
+            subs.insert(
+                filter,
+                SubKey::Client(client.clone()),
+                SubEntry::Client(opts),
+            )
+            .is_some()
         };
         metrics::gauge!("ferrymq_mqtt_subscriptions").set(subs.len() as f64);
         existed
@@ -223,7 +230,8 @@ impl Broker {
                 None => false,
             }
         } else {
-            subs.remove(filter, &SubKey::Client(client.clone())).is_some()
+            subs.remove(filter, &SubKey::Client(client.clone()))
+                .is_some()
         };
         metrics::gauge!("ferrymq_mqtt_subscriptions").set(subs.len() as f64);
         existed
@@ -233,7 +241,13 @@ impl Broker {
     /// received it (0 lets v5 PUBACK say "no matching subscribers").
     pub fn route(&self, msg: &Arc<RoutedMessage>) -> usize {
         // (client, qos, retain-as-published, sub id, shared group)
-        type Target = (ClientId, QoS, bool, Option<u32>, Option<(Arc<str>, Arc<str>)>);
+        type Target = (
+            ClientId,
+            QoS,
+            bool,
+            Option<u32>,
+            Option<(Arc<str>, Arc<str>)>,
+        );
         let mut targets: Vec<Target> = Vec::new();
         {
             let subs = self.subs.read();
@@ -243,7 +257,13 @@ impl Broker {
                     if o.no_local && msg.publisher.as_ref() == Some(c) {
                         return;
                     }
-                    targets.push((c.clone(), o.qos.min(msg.qos), o.retain_as_published, o.subscription_id, None));
+                    targets.push((
+                        c.clone(),
+                        o.qos.min(msg.qos),
+                        o.retain_as_published,
+                        o.subscription_id,
+                        None,
+                    ));
                 }
                 (SubKey::Share(group), SubEntry::Share(g)) => {
                     if let Some((c, o)) = pick_member(g, &sessions) {
@@ -287,7 +307,11 @@ impl Broker {
                     subscription_ids: ids,
                     shared: targets[i].4.clone(),
                 };
-                if s.enqueue(d, self.config.max_queued_messages, self.config.queue_qos0_offline) {
+                if s.enqueue(
+                    d,
+                    self.config.max_queued_messages,
+                    self.config.queue_qos0_offline,
+                ) {
                     delivered += 1;
                 } else {
                     self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
@@ -304,14 +328,23 @@ impl Broker {
         let subs = self.subs.read();
         let sessions = self.sessions.read();
         for d in deliveries {
-            let Some((group, filter)) = d.shared.clone() else { continue };
+            let Some((group, filter)) = d.shared.clone() else {
+                continue;
+            };
             if d.qos == QoS::AtMostOnce {
                 continue;
             }
             let key = SubKey::Share(group);
-            let Some(SubEntry::Share(g)) = subs.get(&filter, &key) else { continue };
+            let Some(SubEntry::Share(g)) = subs.get(&filter, &key) else {
+                continue;
+            };
             let others = SharedGroup {
-                members: g.members.iter().filter(|(c, _)| c != from).cloned().collect(),
+                members: g
+                    .members
+                    .iter()
+                    .filter(|(c, _)| c != from)
+                    .cloned()
+                    .collect(),
                 next: AtomicUsize::new(g.next.fetch_add(1, Ordering::Relaxed)),
             };
             if let Some((c, _)) = pick_member(&others, &sessions) {

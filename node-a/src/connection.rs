@@ -15,8 +15,8 @@ use tokio::sync::{oneshot, watch};
 use crate::broker::Broker;
 use crate::protocol::codec::{self, CodecError};
 use crate::protocol::packet::{
-    reason, Ack, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol, Publish,
-    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    reason, Ack, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, Protocol, Publish, QoS,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use crate::session::{ClientId, Delivery, OutState, RoutedMessage, Session, SubOptions};
 
@@ -94,14 +94,18 @@ where
                 Err(e) => return Err(ConnectionError::Codec(e)),
             }
             if reader.read_buf(&mut rbuf).await? == 0 {
-                return Err(ConnectionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ConnectionError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     })
     .await;
     let connect = match connect {
         Ok(Ok(c)) => c,
-        Ok(Err(ConnectionError::Codec(e))) if e.reason_code() == reason::UNSUPPORTED_PROTOCOL_VERSION => {
+        Ok(Err(ConnectionError::Codec(e)))
+            if e.reason_code() == reason::UNSUPPORTED_PROTOCOL_VERSION =>
+        {
             // A client of an unknown version gets a CONNACK it can read (3.1.1 layout).
             let mut b = BytesMut::new();
             let ack = Packet::ConnAck(ConnAck {
@@ -120,27 +124,26 @@ where
     let mut wbuf = BytesMut::with_capacity(4096);
     let mut connect = connect;
     // Mutual TLS: the verified certificate's CN is the user name.
-    let cn_user = tls_cn.filter(|_| {
-        broker.config.tls.as_ref().is_some_and(|t| t.cn_as_username)
-    });
+    let cn_user = tls_cn.filter(|_| broker.config.tls.as_ref().is_some_and(|t| t.cn_as_username));
     if let Some(cn) = &cn_user {
         connect.username = Some(cn.clone());
     }
 
     // Password checks cost milliseconds of CPU: keep them off the async workers.
-    let authenticated = cn_user.is_some() || match (&broker.passwords, &connect.username) {
-        (Some(_), Some(user)) => {
-            let b = broker.clone();
-            let user = user.clone();
-            let pw = connect.password.clone().unwrap_or_default();
-            tokio::task::spawn_blocking(move || {
-                b.passwords.as_ref().is_some_and(|p| p.verify(&user, &pw))
-            })
-            .await
-            .unwrap_or(false)
-        }
-        _ => false,
-    };
+    let authenticated = cn_user.is_some()
+        || match (&broker.passwords, &connect.username) {
+            (Some(_), Some(user)) => {
+                let b = broker.clone();
+                let user = user.clone();
+                let pw = connect.password.clone().unwrap_or_default();
+                tokio::task::spawn_blocking(move || {
+                    b.passwords.as_ref().is_some_and(|p| p.verify(&user, &pw))
+                })
+                .await
+                .unwrap_or(false)
+            }
+            _ => false,
+        };
 
     let Some((mut conn, kick_rx, session_present)) =
         accept_connect(&broker, &connect, protocol, authenticated, &mut wbuf)
@@ -151,15 +154,23 @@ where
     };
     conn.wbuf = wbuf;
     tracing::debug!(client = %conn.client_id, %peer, ?protocol, session_present, "connected");
-    broker.stats.clients_connected.fetch_add(1, Ordering::Relaxed);
+    broker
+        .stats
+        .clients_connected
+        .fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("ferrymq_mqtt_connections").increment(1.0);
 
     if session_present {
         conn.resend_inflight();
     }
     conn.drain();
-    let exit = conn.run(&mut reader, &mut writer, &mut rbuf, kick_rx, &mut shutdown).await;
-    broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    let exit = conn
+        .run(&mut reader, &mut writer, &mut rbuf, kick_rx, &mut shutdown)
+        .await;
+    broker
+        .stats
+        .clients_connected
+        .fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("ferrymq_mqtt_connections").decrement(1.0);
     let _ = writer.write_all(&conn.wbuf).await;
     let _ = writer.shutdown().await;
@@ -219,7 +230,10 @@ fn accept_connect(
     let expiry = match protocol {
         Protocol::V4 if c.clean_start => 0,
         Protocol::V4 => u32::MAX,
-        Protocol::V5 => c.session_expiry_interval.unwrap_or(0).min(cfg.max_session_expiry),
+        Protocol::V5 => c
+            .session_expiry_interval
+            .unwrap_or(0)
+            .min(cfg.max_session_expiry),
     };
     let keep_alive = c.keep_alive.min(cfg.max_keep_alive);
     let conn_id = broker.next_connection_id();
@@ -469,7 +483,8 @@ impl Conn {
         stats
             .bytes_received
             .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        metrics::counter!("ferrymq_mqtt_messages_received_total", "qos" => qos_label(p.qos)).increment(1);
+        metrics::counter!("ferrymq_mqtt_messages_received_total", "qos" => qos_label(p.qos))
+            .increment(1);
         metrics::counter!("ferrymq_mqtt_bytes_received_total").increment(p.payload.len() as u64);
         self.rate.record(p.payload.len());
 
@@ -521,7 +536,10 @@ impl Conn {
         if !allowed {
             // Only the broker publishes $SYS. v5 hears 0x87; 3.1.1 has no way to be
             // told, so the message is dropped (and acked, or the client would resend forever).
-            self.broker.stats.publishes_denied.fetch_add(1, Ordering::Relaxed);
+            self.broker
+                .stats
+                .publishes_denied
+                .fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ferrymq_mqtt_publishes_denied_total").increment(1);
             if p.qos == QoS::ExactlyOnce {
                 self.session.state.lock().incoming_qos2.remove(&p.pkid);
@@ -534,7 +552,9 @@ impl Conn {
             self.ack(p.qos, p.pkid, code);
             return Ok(());
         }
-        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
             self.ack(p.qos, p.pkid, reason::PAYLOAD_FORMAT_INVALID);
             return Ok(());
         }
@@ -656,8 +676,8 @@ impl Conn {
                 .insert(f.filter.clone(), opts);
             reasons.push(f.qos as u8);
             // Retained messages are not sent for shared subscriptions (spec 3.3.1.3).
-            let send_retained = !shared
-                && (f.retain_handling == 0 || (f.retain_handling == 1 && !existed));
+            let send_retained =
+                !shared && (f.retain_handling == 0 || (f.retain_handling == 1 && !existed));
             if send_retained {
                 for m in self.broker.retained_matching(&f.filter) {
                     retained.push(Delivery {
@@ -712,7 +732,10 @@ impl Conn {
                 }
                 let Some(d) = st.queue.pop_front() else { break };
                 if d.msg.is_expired(now) {
-                    self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.broker
+                        .stats
+                        .messages_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let pkid = if d.qos == QoS::AtMostOnce {
@@ -743,17 +766,31 @@ impl Conn {
             self.apply_alias_out(&mut p);
             let pkid = p.pkid;
             let len = p.payload.len();
-            match codec::encode(&Packet::Publish(p), self.protocol, &mut self.wbuf, self.client_max_packet) {
+            match codec::encode(
+                &Packet::Publish(p),
+                self.protocol,
+                &mut self.wbuf,
+                self.client_max_packet,
+            ) {
                 Ok(()) => {
-                    self.broker.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    self.broker.stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+                    self.broker
+                        .stats
+                        .messages_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.broker
+                        .stats
+                        .bytes_sent
+                        .fetch_add(len as u64, Ordering::Relaxed);
                     metrics::counter!("ferrymq_mqtt_messages_sent_total").increment(1);
                     metrics::counter!("ferrymq_mqtt_bytes_sent_total").increment(len as u64);
                 }
                 Err(e) => {
                     // Too large for this client (its Maximum Packet Size): discarded, as the spec says.
                     tracing::debug!(client = %self.client_id, %e, "publish dropped");
-                    self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.broker
+                        .stats
+                        .messages_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "too_large").increment(1);
                     if tracked {
                         self.session.state.lock().inflight.remove(&pkid);
@@ -842,14 +879,18 @@ impl Conn {
         let pending: Vec<Delivery> = {
             let mut st = self.session.state.lock();
             let mut moved = Vec::new();
-            let keep: Vec<_> = st.queue.drain(..).filter_map(|d| {
-                if d.shared.is_some() && d.qos != QoS::AtMostOnce {
-                    moved.push(d);
-                    None
-                } else {
-                    Some(d)
-                }
-            }).collect();
+            let keep: Vec<_> = st
+                .queue
+                .drain(..)
+                .filter_map(|d| {
+                    if d.shared.is_some() && d.qos != QoS::AtMostOnce {
+                        moved.push(d);
+                        None
+                    } else {
+                        Some(d)
+                    }
+                })
+                .collect();
             st.queue.extend(keep);
             let ids: Vec<u16> = st
                 .inflight

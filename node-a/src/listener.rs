@@ -60,7 +60,13 @@ pub async fn run(config: NodeAConfig) -> std::io::Result<NodeA> {
             let acceptor = crate::tls::acceptor(t).map_err(std::io::Error::other)?;
             let l = TcpListener::bind(t.listen).await?;
             let addr = l.local_addr()?;
-            let h = tokio::spawn(accept_loop(l, broker.clone(), rx.clone(), open.clone(), Some(acceptor)));
+            let h = tokio::spawn(accept_loop(
+                l,
+                broker.clone(),
+                rx.clone(),
+                open.clone(),
+                Some(acceptor),
+            ));
             (Some(addr), Some(h))
         }
         None => (None, None),

@@ -39,8 +39,11 @@ pub struct RoutedMessage {
 impl RoutedMessage {
     /// Seconds left before expiry; None = never expires, Some(0) = expired.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
-        self.expires_at
-            .map(|t| t.saturating_duration_since(now).as_secs().min(u32::MAX as u64) as u32)
+        self.expires_at.map(|t| {
+            t.saturating_duration_since(now)
+                .as_secs()
+                .min(u32::MAX as u64) as u32
+        })
     }
 
     /// Whether the message expired.
@@ -177,7 +180,8 @@ impl Session {
         if st.queue.len() >= max_queued {
             drop(st);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+            metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "queue_full")
+                .increment(1);
             return false;
         }
         st.queue.push_back(d);

@@ -92,7 +92,8 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// Build the acceptor from the configuration.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = match &cfg.client_ca_file {
         Some(ca) => {
             let mut roots = RootCertStore::empty();

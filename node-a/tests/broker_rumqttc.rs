@@ -93,7 +93,8 @@ impl V4 {
     async fn puback(&mut self) {
         loop {
             match self.next().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) | Ok(Event::Incoming(Packet::PubComp(_))) => return,
+                Ok(Event::Incoming(Packet::PubAck(_)))
+                | Ok(Event::Incoming(Packet::PubComp(_))) => return,
                 Ok(_) => {}
                 Err(e) => panic!("no ack: {e}"),
             }
@@ -109,10 +110,15 @@ impl V4 {
     /// No PUBLISH arrives before a ping round-trip completes (the broker
     /// answers in order, so anything routed earlier would come first).
     async fn assert_no_publish(&mut self) {
-        self.client.subscribe("ferrymq/test/barrier", QoS::AtMostOnce).await.unwrap();
+        self.client
+            .subscribe("ferrymq/test/barrier", QoS::AtMostOnce)
+            .await
+            .unwrap();
         loop {
             match self.next().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => panic!("unexpected publish on {}", p.topic),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    panic!("unexpected publish on {}", p.topic)
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => return,
                 Ok(_) => {}
                 Err(e) => panic!("{e}"),
@@ -125,16 +131,28 @@ impl V4 {
 async fn qos_0_1_2_round_trip_in_order() {
     let node = start().await;
     let (mut sub, _) = V4::connect(&node, "sub", true).await;
-    sub.client.subscribe("sensors/+/temp", QoS::ExactlyOnce).await.unwrap();
+    sub.client
+        .subscribe("sensors/+/temp", QoS::ExactlyOnce)
+        .await
+        .unwrap();
     sub.suback().await;
     let (publ, _) = V4::connect(&node, "pub", true).await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
         for k in 0..20 {
             let body = format!("{i}-{k}");
-            publ.client.publish(format!("sensors/d{i}/temp"), qos, false, body).await.unwrap();
+            publ.client
+                .publish(format!("sensors/d{i}/temp"), qos, false, body)
+                .await
+                .unwrap();
         }
     }
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
         for k in 0..20 {
             let p = sub.publish().await;
             assert_eq!(p.topic, format!("sensors/d{i}/temp"));
@@ -149,19 +167,37 @@ async fn qos_0_1_2_round_trip_in_order() {
 async fn retained_set_replace_clear() {
     let node = start().await;
     let (publ, _) = V4::connect(&node, "pub", true).await;
-    publ.client.publish("home/door", QoS::AtLeastOnce, true, "open").await.unwrap();
-    publ.client.publish("home/door", QoS::AtLeastOnce, true, "closed").await.unwrap();
-    publ.client.publish("home/light", QoS::AtLeastOnce, true, "on").await.unwrap();
-    publ.client.publish("home/light", QoS::AtLeastOnce, true, "").await.unwrap();
+    publ.client
+        .publish("home/door", QoS::AtLeastOnce, true, "open")
+        .await
+        .unwrap();
+    publ.client
+        .publish("home/door", QoS::AtLeastOnce, true, "closed")
+        .await
+        .unwrap();
+    publ.client
+        .publish("home/light", QoS::AtLeastOnce, true, "on")
+        .await
+        .unwrap();
+    publ.client
+        .publish("home/light", QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
     // Wait until the broker acked all four (acks come in order).
     let mut publ = publ;
     for _ in 0..4 {
         publ.puback().await;
     }
     let (mut sub, _) = V4::connect(&node, "sub", true).await;
-    sub.client.subscribe("home/#", QoS::AtLeastOnce).await.unwrap();
+    sub.client
+        .subscribe("home/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let p = sub.publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..], p.retain), ("home/door", &b"closed"[..], true));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.retain),
+        ("home/door", &b"closed"[..], true)
+    );
     sub.assert_no_publish().await;
     node.shutdown().await;
 }
@@ -170,16 +206,30 @@ async fn retained_set_replace_clear() {
 async fn will_on_network_loss_not_on_disconnect() {
     let node = start().await;
     let (mut watcher, _) = V4::connect(&node, "watcher", true).await;
-    watcher.client.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    watcher
+        .client
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     watcher.suback().await;
 
     let mut o = MqttOptions::new("polite", "127.0.0.1", node.local_addr.port());
-    o.set_last_will(rumqttc::LastWill::new("wills/polite", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(rumqttc::LastWill::new(
+        "wills/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (polite, _) = V4::with_options(o).await;
     polite.client.disconnect().await.unwrap();
 
     let mut o = MqttOptions::new("crasher", "127.0.0.1", node.local_addr.port());
-    o.set_last_will(rumqttc::LastWill::new("wills/crasher", "lost", QoS::AtLeastOnce, false));
+    o.set_last_will(rumqttc::LastWill::new(
+        "wills/crasher",
+        "lost",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let (crasher, _) = V4::with_options(o).await;
     crasher.kill().await;
 
@@ -195,13 +245,19 @@ async fn persistent_session_queues_while_offline() {
     let node = start().await;
     let (mut s, present) = V4::connect(&node, "device-1", false).await;
     assert!(!present);
-    s.client.subscribe("cmd/device-1", QoS::AtLeastOnce).await.unwrap();
+    s.client
+        .subscribe("cmd/device-1", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     s.suback().await;
     s.client.disconnect().await.unwrap();
     drop(s);
     let (mut publ, _) = V4::connect(&node, "backend", true).await;
     for i in 0..100 {
-        publ.client.publish("cmd/device-1", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        publ.client
+            .publish("cmd/device-1", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
     }
     for _ in 0..100 {
         publ.puback().await;
@@ -226,13 +282,19 @@ async fn shared_subscription_round_robins() {
     let mut members = Vec::new();
     for i in 0..3 {
         let (mut m, _) = V4::connect(&node, &format!("m{i}"), true).await;
-        m.client.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await.unwrap();
+        m.client
+            .subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         m.suback().await;
         members.push(m);
     }
     let (publ, _) = V4::connect(&node, "producer", true).await;
     for i in 0..30 {
-        publ.client.publish("jobs/x", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        publ.client
+            .publish("jobs/x", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     for m in members.iter_mut() {
@@ -257,7 +319,10 @@ async fn sys_topics_not_matched_by_leading_wildcard() {
     all.suback().await;
     all.assert_no_publish().await;
     let (mut sys, _) = V4::connect(&node, "sys", true).await;
-    sys.client.subscribe("$SYS/broker/version", QoS::AtMostOnce).await.unwrap();
+    sys.client
+        .subscribe("$SYS/broker/version", QoS::AtMostOnce)
+        .await
+        .unwrap();
     let p = sys.publish().await;
     assert!(p.payload.starts_with(b"ferrymq"));
     node.shutdown().await;
@@ -271,20 +336,27 @@ async fn garbage_and_publish_before_connect_are_closed_others_unaffected() {
     sub.client.subscribe("t", QoS::AtMostOnce).await.unwrap();
     sub.suback().await;
     let cases: [&[u8]; 4] = [
-        &[0x30, 0x03, 0x00, 0x01, b't'],             // PUBLISH before CONNECT
-        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff],       // malformed header / remaining length
-        &[0x10, 0xff, 0xff, 0xff, 0xff, 0x7f],       // 5-byte remaining length
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",        // not MQTT
+        &[0x30, 0x03, 0x00, 0x01, b't'],       // PUBLISH before CONNECT
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // malformed header / remaining length
+        &[0x10, 0xff, 0xff, 0xff, 0xff, 0x7f], // 5-byte remaining length
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  // not MQTT
     ];
     for bytes in cases {
-        let mut s = tokio::net::TcpStream::connect(node.local_addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(node.local_addr)
+            .await
+            .unwrap();
         s.write_all(bytes).await.unwrap();
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed promptly");
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed promptly");
         assert!(matches!(n, Ok(0) | Err(_)), "{bytes:?} got {n:?}");
     }
     let (publ, _) = V4::connect(&node, "after", true).await;
-    publ.client.publish("t", QoS::AtMostOnce, false, "still here").await.unwrap();
+    publ.client
+        .publish("t", QoS::AtMostOnce, false, "still here")
+        .await
+        .unwrap();
     assert_eq!(&sub.publish().await.payload[..], b"still here");
     node.shutdown().await;
 }

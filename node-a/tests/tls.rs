@@ -41,10 +41,13 @@ fn client_config(dir: &Path, with_cert: bool) -> ClientConfig {
         .unwrap()
         .with_root_certificates(roots);
     if with_cert {
-        let key = rustls_pemfile::private_key(&mut std::fs::read(dir.join("client.key")).unwrap().as_slice())
+        let key = rustls_pemfile::private_key(
+            &mut std::fs::read(dir.join("client.key")).unwrap().as_slice(),
+        )
+        .unwrap()
+        .unwrap();
+        b.with_client_auth_cert(pem_certs(&dir.join("client.pem")), key)
             .unwrap()
-            .unwrap();
-        b.with_client_auth_cert(pem_certs(&dir.join("client.pem")), key).unwrap()
     } else {
         b.with_no_client_auth()
     }
@@ -109,8 +112,14 @@ async fn tls_and_mutual_tls_with_cn_as_username() {
     .unwrap();
     let addr = node.tls_addr.unwrap();
     // With a client certificate: authenticated as CN=device-7.
-    assert_eq!(connack_over_tls(addr, client_config(dir.path(), true)).await, reason::SUCCESS);
+    assert_eq!(
+        connack_over_tls(addr, client_config(dir.path(), true)).await,
+        reason::SUCCESS
+    );
     // TLS without a certificate and without credentials: anonymous, refused.
-    assert_eq!(connack_over_tls(addr, client_config(dir.path(), false)).await, reason::NOT_AUTHORIZED);
+    assert_eq!(
+        connack_over_tls(addr, client_config(dir.path(), false)).await,
+        reason::NOT_AUTHORIZED
+    );
     node.shutdown().await;
 }

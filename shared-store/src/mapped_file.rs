@@ -194,9 +194,11 @@ impl MappedFile {
     pub(crate) fn warm(&self, pos: u64, len: u64) {
         let end = pos.saturating_add(len).min(self.size);
         if end > pos {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateWrite, pos as usize, (end - pos) as usize);
+            let _ = self.map.advise_range(
+                memmap2::Advice::PopulateWrite,
+                pos as usize,
+                (end - pos) as usize,
+            );
         }
     }
 

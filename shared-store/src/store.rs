@@ -334,11 +334,7 @@ impl MessageStore {
         let status = match inner.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
                 inner.flush.wake();
-                if inner
-                    .flush
-                    .wait_flushed(end)
-                    .await
-                {
+                if inner.flush.wait_flushed(end).await {
                     PutStatus::PutOk
                 } else {
                     metrics::counter!("ferrymq_store_flush_timeouts_total").increment(1);
