@@ -367,11 +367,7 @@ async fn client_id_takeover_closes_the_old_connection() {
     let (mut first, _) = V4::connect(&node, "same", false).await;
     let (_second, present) = V4::connect(&node, "same", false).await;
     assert!(present);
-    loop {
-        match first.next().await {
-            Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    // The old connection ends (rumqttc reports the server's close as an error).
+    while first.next().await.is_ok() {}
     node.shutdown().await;
 }

@@ -24,7 +24,7 @@ pub fn msg(topic: &str, queue: i32, i: u64) -> Message {
         format!("body-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes(),
     );
     m.properties
-        .insert("TAGS", if i % 2 == 0 { "even" } else { "odd" });
+        .insert("TAGS", if i.is_multiple_of(2) { "even" } else { "odd" });
     m.properties.insert("KEYS", format!("k{i} group{}", i % 3));
     m.properties
         .insert("UNIQ_CLIENT_MESSAGE_ID_KEYIDX", format!("U{i:08}"));

@@ -12,22 +12,29 @@ use shared_store::{MessageStore, StoreConfig};
 
 fn sample(i: usize) -> Message {
     let mut m = Message::new(
-        if i % 2 == 0 { "orders" } else { "%RETRY%group-1" },
+        if i.is_multiple_of(2) {
+            "orders"
+        } else {
+            "%RETRY%group-1"
+        },
         (i % 4) as i32,
         format!("payload {i} {}", "é".repeat(i % 7)).into_bytes(),
     );
     m.flag = i as i32;
     m.reconsume_times = (i % 3) as i32;
     m.born_timestamp = 1_700_000_000_000 + i as i64;
-    m.born_host = if i % 3 == 0 {
+    m.born_host = if i.is_multiple_of(3) {
         "[2001:db8::7]:40001".parse().unwrap()
     } else {
         SocketAddr::from(([10, 0, 0, (i % 250) as u8], 40000 + i as u16))
     };
     m.properties.insert(property::TAGS, format!("tag{}", i % 5));
-    m.properties.insert(property::KEYS, format!("key-{i} other-{i}"));
-    m.properties.insert(property::UNIQ_KEY, format!("7F0000010001{i:020X}"));
-    m.properties.insert(property::MQTT_TOPIC, format!("orders/paid/eu{i}"));
+    m.properties
+        .insert(property::KEYS, format!("key-{i} other-{i}"));
+    m.properties
+        .insert(property::UNIQ_KEY, format!("7F0000010001{i:020X}"));
+    m.properties
+        .insert(property::MQTT_TOPIC, format!("orders/paid/eu{i}"));
     m
 }
 
@@ -55,7 +62,11 @@ async fn stored_messages_decode_with_rocketmq_rust_decoder() {
         let before = buf.len();
         let d = message_decoder::decode(&mut buf, true, false, false, false, true)
             .expect("rocketmq-rust decodes our bytes with CRC check");
-        assert_eq!(before - buf.len(), raw.len(), "decoder consumed the whole entry");
+        assert_eq!(
+            before - buf.len(),
+            raw.len(),
+            "decoder consumed the whole entry"
+        );
         assert_eq!(d.store_size() as usize, raw.len());
         assert_eq!(d.topic().as_str(), m.topic);
         assert_eq!(d.queue_id(), m.queue_id);
@@ -65,10 +76,16 @@ async fn stored_messages_decode_with_rocketmq_rust_decoder() {
         assert_eq!(d.born_timestamp(), m.born_timestamp);
         assert_eq!(d.born_host(), m.born_host);
         assert_eq!(d.store_timestamp(), r.append.store_timestamp);
-        assert_eq!(d.store_host(), "192.168.7.9:10911".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            d.store_host(),
+            "192.168.7.9:10911".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(d.reconsume_times(), m.reconsume_times);
         assert_eq!(d.body().as_deref(), Some(&m.body[..]));
-        assert_eq!(d.body_crc() as i32, shared_store::message::body_crc(&m.body));
+        assert_eq!(
+            d.body_crc() as i32,
+            shared_store::message::body_crc(&m.body)
+        );
         for (k, v) in m.properties.iter() {
             let got = d
                 .properties()
