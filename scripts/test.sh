@@ -4,16 +4,46 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build output lives outside the clone so fresh CI clones reuse it.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferrymq/target}"
+# Build output and tools live outside the clone so fresh CI clones reuse them.
+cache="${FERRYMQ_CACHE:-$HOME/.cache/ferrymq}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 export CARGO_TERM_COLOR=never
 mkdir -p "$CARGO_TARGET_DIR"
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== apt-get install ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
 
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== tests"
+echo "== cargo tests"
 cargo test --workspace --no-fail-fast
+echo "== build ferrymq"
+cargo build -p ferrymq
+export FERRYMQ_BIN="$CARGO_TARGET_DIR/debug/ferrymq"
+
 echo "== smoke: ferrymq bench store --quick"
-"$CARGO_TARGET_DIR/debug/ferrymq" bench store --quick --dir "$(mktemp -d -p "${TMPDIR:-/var/tmp}")" | tail -n 1
+scratch="$(mktemp -d -p "${TMPDIR:-/var/tmp}" ferrymq-bench.XXXXXX)"
+trap 'rm -rf "$scratch"' EXIT
+"$FERRYMQ_BIN" bench store --quick --dir "$scratch" | tail -n 1
+
+echo "== fuzz: MQTT decoder, bounded run"
+export PATH="$cache/tools/bin:$PATH"
+if ! cargo fuzz --help >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then
+  cargo install -q cargo-fuzz --locked --root "$cache/tools"
+fi
+node-a/fuzz/run.sh "${FERRYMQ_FUZZ_SECS:-20}"
+
+echo "== MQTT conformance (paho-mqtt 2.x)"
+venv="$cache/venv"
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'paho-mqtt>=2,<3' pytest
+fi
+"$venv/bin/pytest" -q tests/mqtt

@@ -225,3 +225,31 @@ mod tests {
         assert!(format!("{err:#}").contains("flushdisktyp"), "{err:#}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ferrymq.example.toml");
+        let s = Settings::load(Sources {
+            file: Some(&path),
+            data_dir: Path::new("/tmp/x"),
+            env: Some(HashMap::new()),
+        })
+        .unwrap();
+        let d = StoreConfig::default();
+        assert_eq!(
+            s.store.mapped_file_size_commit_log,
+            d.mapped_file_size_commit_log
+        );
+        assert_eq!(s.store.flush_disk_type, d.flush_disk_type);
+        assert_eq!(
+            s.mqtt.max_queued_messages,
+            NodeAConfig::default().max_queued_messages
+        );
+        assert_eq!(s.mqtt.listen, NodeAConfig::default().listen);
+        assert!(s.mqtt.tls.is_none());
+    }
+}

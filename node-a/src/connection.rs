@@ -766,6 +766,7 @@ impl Conn {
             self.apply_alias_out(&mut p);
             let pkid = p.pkid;
             let len = p.payload.len();
+            let qos = qos_label(p.qos);
             match codec::encode(
                 &Packet::Publish(p),
                 self.protocol,
@@ -781,7 +782,8 @@ impl Conn {
                         .stats
                         .bytes_sent
                         .fetch_add(len as u64, Ordering::Relaxed);
-                    metrics::counter!("ferrymq_mqtt_messages_sent_total").increment(1);
+                    metrics::counter!("ferrymq_mqtt_messages_sent_total", "qos" => qos)
+                        .increment(1);
                     metrics::counter!("ferrymq_mqtt_bytes_sent_total").increment(len as u64);
                 }
                 Err(e) => {
