@@ -20,6 +20,10 @@ use crate::protocol::packet::{
 };
 use crate::session::{ClientId, Delivery, OutState, RoutedMessage, Session, SubOptions};
 
+/// Buffers larger than this are released once empty, so a burst does not pin
+/// memory on a connection that goes quiet.
+const IDLE_BUF_LIMIT: usize = 64 * 1024;
+
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -80,7 +84,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut rbuf = BytesMut::with_capacity(4096);
+    // Buffers start empty and grow with traffic: idle devices are the common
+    // case, and 8 KiB of buffers per idle connection would dominate its cost.
+    let mut rbuf = BytesMut::new();
     let max_in = broker.config.max_packet_size as usize;
 
     // CONNECT must arrive within the connect timeout; anything else first is refused.
@@ -121,7 +127,7 @@ where
         Err(_) => return Err(ConnectionError::ConnectTimeout),
     };
     let protocol = connect.protocol.unwrap_or(Protocol::V4);
-    let mut wbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = BytesMut::new();
     let mut connect = connect;
     // Mutual TLS: the verified certificate's CN is the user name.
     let cn_user = tls_cn.filter(|_| broker.config.tls.as_ref().is_some_and(|t| t.cn_as_username));
@@ -361,6 +367,12 @@ impl Conn {
             if !self.wbuf.is_empty() {
                 writer.write_all(&self.wbuf).await?;
                 self.wbuf.clear();
+                if self.wbuf.capacity() > IDLE_BUF_LIMIT {
+                    self.wbuf = BytesMut::new();
+                }
+            }
+            if rbuf.is_empty() && rbuf.capacity() > IDLE_BUF_LIMIT {
+                *rbuf = BytesMut::new();
             }
             // Rate limits are enforced by not reading: the client's own socket backs up.
             if let Some(wait) = self.rate.wait() {
