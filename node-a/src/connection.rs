@@ -868,7 +868,12 @@ impl Conn {
                 (Some(st.expiry_secs), st.generation)
             }
         };
-        let will = if send_will { self.will.take() } else { None };
+        let mut will = if send_will { self.will.take() } else { None };
+        // Taken over: a new connection reached the session within the will
+        // delay, so a delayed will is never sent (MQTT 5 3.1.3.2.2).
+        if expiry.is_none() && will.as_ref().is_some_and(|w| w.delay_interval > 0) {
+            will = None;
+        }
         if let Some(w) = will {
             let delay = w.delay_interval.min(expiry.unwrap_or(0));
             if delay == 0 {

@@ -663,13 +663,13 @@ fn validation_cases_yield_their_reason_codes() {
             "topic with U+0000",
             publish5(0x30, b"a\0b", None, &[0]),
             Some(V5),
-            TOPIC_NAME,
+            MALFORMED,
         ),
         (
             "topic not UTF-8",
             publish5(0x30, b"\xff\xfe", None, &[0]),
             Some(V5),
-            TOPIC_NAME,
+            MALFORMED,
         ),
         (
             "empty topic, no alias",

@@ -167,8 +167,8 @@ const SUBACK_REASONS: &[u8] = &[
 ];
 const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
+    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 
@@ -750,8 +750,13 @@ fn topic_error(protocol: Protocol, problem: &'static str) -> CodecError {
 /// topic alias may have an empty topic; the caller checks the alias.
 fn read_topic(r: &mut Reader, protocol: Protocol, allow_empty: bool) -> Result<String> {
     let raw = r.binary()?;
+    // Ill-formed UTF-8 and U+0000 make any packet malformed (MQTT 5 1.5.4);
+    // only wildcards and emptiness are "topic name invalid".
     let topic =
-        std::str::from_utf8(&raw).map_err(|_| topic_error(protocol, "topic name is not UTF-8"))?;
+        std::str::from_utf8(&raw).map_err(|_| CodecError::Malformed("topic name is not UTF-8"))?;
+    if topic.contains('\0') {
+        return Err(CodecError::Malformed("U+0000 in topic name"));
+    }
     if !(allow_empty && topic.is_empty()) {
         if let Some(problem) = topic_name_problem(topic) {
             return Err(topic_error(protocol, problem));
