@@ -75,6 +75,8 @@ enum BenchCommand {
     /// Internal: write into a store, then abort without shutdown.
     #[command(hide = true)]
     StoreCrashWriter(bench::store::CrashWriterArgs),
+    /// MQTT load generator (emqtt-bench-like): pub/sub throughput, latency, idle connections.
+    Mqtt(bench::mqtt::MqttBenchArgs),
 }
 
 fn init_tracing() {
@@ -98,6 +100,7 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::StoreCrashWriter(args)) => {
             bench::store::crash_writer(args).await
         }
+        Command::Bench(BenchCommand::Mqtt(args)) => bench::mqtt::run(args).await,
         Command::Passwd(args) => passwd(args),
     }
 }

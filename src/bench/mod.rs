@@ -1,3 +1,4 @@
 //! Benchmarks run by `ferrymq bench`.
 
+pub mod mqtt;
 pub mod store;
