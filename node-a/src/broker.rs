@@ -61,8 +61,41 @@ pub struct Stats {
     pub publishes_denied: AtomicU64,
 }
 
+/// Metric handles used per message, looked up once (a lookup by name on every
+/// message showed in profiles). Created after the recorder is installed.
+pub struct MqttMetrics {
+    /// Messages received, by QoS.
+    pub received: [metrics::Counter; 3],
+    /// Messages sent, by QoS.
+    pub sent: [metrics::Counter; 3],
+    /// Payload bytes received.
+    pub bytes_received: metrics::Counter,
+    /// Payload bytes sent.
+    pub bytes_sent: metrics::Counter,
+}
+
+impl MqttMetrics {
+    fn new() -> Self {
+        let by_qos = |name: &'static str| {
+            [
+                metrics::counter!(name, "qos" => "0"),
+                metrics::counter!(name, "qos" => "1"),
+                metrics::counter!(name, "qos" => "2"),
+            ]
+        };
+        Self {
+            received: by_qos("ferrymq_mqtt_messages_received_total"),
+            sent: by_qos("ferrymq_mqtt_messages_sent_total"),
+            bytes_received: metrics::counter!("ferrymq_mqtt_bytes_received_total"),
+            bytes_sent: metrics::counter!("ferrymq_mqtt_bytes_sent_total"),
+        }
+    }
+}
+
 /// Shared broker state.
 pub struct Broker {
+    /// Per-message metric handles.
+    pub metrics: MqttMetrics,
     /// Configuration.
     pub config: NodeAConfig,
     /// Users, when a password file is configured.
@@ -103,6 +136,7 @@ impl Broker {
     /// Empty broker state, no authentication, everything allowed.
     pub fn new(config: NodeAConfig) -> Self {
         Self {
+            metrics: MqttMetrics::new(),
             config,
             passwords: None,
             acl: crate::acl::Acl::allow_all(),

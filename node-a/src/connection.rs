@@ -170,6 +170,8 @@ where
         conn.resend_inflight();
     }
     conn.drain();
+    // The CONNECT (with its will, credentials, properties) is not needed any more.
+    drop(connect);
     let exit = conn
         .run(&mut reader, &mut writer, &mut rbuf, kick_rx, &mut shutdown)
         .await;
@@ -363,6 +365,7 @@ impl Conn {
         let ka = Duration::from_millis(self.keep_alive as u64 * 1500);
         let mut deadline = tokio::time::Instant::now() + ka;
         let session = self.session.clone();
+        let mut read_hint = 0usize;
         loop {
             if !self.wbuf.is_empty() {
                 writer.write_all(&self.wbuf).await?;
@@ -374,15 +377,24 @@ impl Conn {
             if rbuf.is_empty() && rbuf.capacity() > IDLE_BUF_LIMIT {
                 *rbuf = BytesMut::new();
             }
+            // Grow the read buffer with the traffic: an idle device keeps a few
+            // hundred bytes, a busy publisher reads in large chunks (one syscall
+            // for many packets).
+            if rbuf.capacity() - rbuf.len() < 256 {
+                rbuf.reserve(read_hint.clamp(512, IDLE_BUF_LIMIT));
+            }
             // Rate limits are enforced by not reading: the client's own socket backs up.
             if let Some(wait) = self.rate.wait() {
                 tokio::time::sleep(wait).await;
             }
             tokio::select! {
                 n = reader.read_buf(rbuf) => {
-                    if n? == 0 {
+                    let n = n?;
+                    if n == 0 {
                         return Ok(Exit::Abnormal);
                     }
+                    // A read that filled the buffer asks for a bigger one next time.
+                    read_hint = if rbuf.capacity() == rbuf.len() { n * 4 } else { n };
                     deadline = tokio::time::Instant::now() + ka;
                     loop {
                         match codec::decode(rbuf, Some(self.protocol), max_in) {
@@ -495,9 +507,9 @@ impl Conn {
         stats
             .bytes_received
             .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        metrics::counter!("ferrymq_mqtt_messages_received_total", "qos" => qos_label(p.qos))
-            .increment(1);
-        metrics::counter!("ferrymq_mqtt_bytes_received_total").increment(p.payload.len() as u64);
+        let m = &self.broker.metrics;
+        m.received[p.qos as usize].increment(1);
+        m.bytes_received.increment(p.payload.len() as u64);
         self.rate.record(p.payload.len());
 
         // Topic alias (inbound).
@@ -778,7 +790,7 @@ impl Conn {
             self.apply_alias_out(&mut p);
             let pkid = p.pkid;
             let len = p.payload.len();
-            let qos = qos_label(p.qos);
+            let qos = p.qos as usize;
             match codec::encode(
                 &Packet::Publish(p),
                 self.protocol,
@@ -794,9 +806,9 @@ impl Conn {
                         .stats
                         .bytes_sent
                         .fetch_add(len as u64, Ordering::Relaxed);
-                    metrics::counter!("ferrymq_mqtt_messages_sent_total", "qos" => qos)
-                        .increment(1);
-                    metrics::counter!("ferrymq_mqtt_bytes_sent_total").increment(len as u64);
+                    let m = &self.broker.metrics;
+                    m.sent[qos].increment(1);
+                    m.bytes_sent.increment(len as u64);
                 }
                 Err(e) => {
                     // Too large for this client (its Maximum Packet Size): discarded, as the spec says.
@@ -982,14 +994,6 @@ fn to_publish(d: &Delivery, pkid: u16, dup: bool, now: Instant) -> Publish {
         pkid,
         payload: d.msg.payload.clone(),
         properties: props,
-    }
-}
-
-fn qos_label(q: QoS) -> &'static str {
-    match q {
-        QoS::AtMostOnce => "0",
-        QoS::AtLeastOnce => "1",
-        QoS::ExactlyOnce => "2",
     }
 }
 

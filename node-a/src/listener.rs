@@ -119,32 +119,49 @@ async fn accept_loop(
         let _ = sock.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
         let (b, o, rx) = (broker.clone(), open.clone(), shutdown.clone());
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let r = match tls {
-                None => crate::connection::serve(b, sock, peer, rx, None).await,
-                Some(acceptor) => {
-                    // The handshake counts against the connect timeout too.
-                    let t = std::time::Duration::from_secs(b.config.connect_timeout_secs);
-                    match tokio::time::timeout(t, acceptor.accept(sock)).await {
-                        Ok(Ok(stream)) => {
-                            let cn = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .and_then(crate::tls::common_name);
-                            crate::connection::serve(b, stream, peer, rx, cn).await
-                        }
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err(crate::connection::ConnectionError::ConnectTimeout),
+        // Plain and TLS connections are separate task types, so a plain one does
+        // not carry the (larger) TLS state machine in its allocation.
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    if let Err(e) = crate::connection::serve(b, sock, peer, rx, None).await {
+                        tracing::debug!(%peer, %e, "connection closed");
                     }
-                }
-            };
-            if let Err(e) = r {
-                tracing::debug!(%peer, %e, "connection closed");
+                    o.fetch_sub(1, Ordering::Relaxed);
+                });
             }
-            o.fetch_sub(1, Ordering::Relaxed);
-        });
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    if let Err(e) = serve_tls(b, acceptor, sock, peer, rx).await {
+                        tracing::debug!(%peer, %e, "connection closed");
+                    }
+                    o.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tls(
+    b: Arc<Broker>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    rx: watch::Receiver<bool>,
+) -> Result<(), crate::connection::ConnectionError> {
+    // The handshake counts against the connect timeout too.
+    let t = Duration::from_secs(b.config.connect_timeout_secs);
+    match tokio::time::timeout(t, acceptor.accept(sock)).await {
+        Ok(Ok(stream)) => {
+            let cn = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::common_name);
+            crate::connection::serve(b, stream, peer, rx, cn).await
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(crate::connection::ConnectionError::ConnectTimeout),
     }
 }
