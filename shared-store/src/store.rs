@@ -1008,6 +1008,10 @@ impl Inner {
     }
 }
 
+/// Shortest time between two ASYNC_FLUSH msyncs (a rate limit on the
+/// "≥ flushCommitLogLeastPages dirty" trigger).
+const ASYNC_MIN_FLUSH_GAP: Duration = Duration::from_millis(10);
+
 fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) {
     loop {
         let interval = match weak.upgrade() {
@@ -1034,6 +1038,17 @@ fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) 
                 metrics::histogram!("ferrymq_store_flush_latency_seconds")
                     .record(started.elapsed().as_secs_f64());
                 sig.publish(flushed);
+                if inner.config.flush_disk_type == FlushDiskType::AsyncFlush {
+                    // ASYNC_FLUSH promises nothing per message: batch at least
+                    // `ASYNC_MIN_FLUSH_GAP` of writes per msync, because every msync
+                    // write-protects the flushed pages (TLB shootdowns on the
+                    // writer's core, faults on its next write).
+                    let gap = ASYNC_MIN_FLUSH_GAP.saturating_sub(started.elapsed());
+                    drop(inner);
+                    if !gap.is_zero() {
+                        std::thread::sleep(gap);
+                    }
+                }
             }
             Err(e) => {
                 // Waiters time out with FLUSH_DISK_TIMEOUT; keep trying.
