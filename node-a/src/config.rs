@@ -39,8 +39,10 @@ pub struct NodeAConfig {
     pub topic_alias_maximum: u16,
     /// Interval of `$SYS/` updates, seconds (0 = off).
     pub sys_interval_secs: u64,
-    /// Whether clients without credentials may connect.
-    pub allow_anonymous: bool,
+    /// Whether clients without credentials may connect. Unset: allowed when no
+    /// password file is configured (so `ferrymq standalone` works out of the box),
+    /// refused once one is.
+    pub allow_anonymous: Option<bool>,
     /// Password file (`user:argon2-hash` lines, see `ferrymq passwd`).
     pub password_file: Option<std::path::PathBuf>,
     /// ACL rule file (see `acl.rs` for the format).
@@ -49,6 +51,13 @@ pub struct NodeAConfig {
     pub acl_default_allow: bool,
     /// MQTT over TLS listener (off when absent).
     pub tls: Option<crate::tls::TlsConfig>,
+}
+
+impl NodeAConfig {
+    /// Whether a CONNECT without a user name is accepted.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
 }
 
 impl Default for NodeAConfig {
@@ -69,7 +78,7 @@ impl Default for NodeAConfig {
             max_session_expiry: u32::MAX,
             topic_alias_maximum: 64,
             sys_interval_secs: 10,
-            allow_anonymous: true,
+            allow_anonymous: None,
             password_file: None,
             acl_file: None,
             acl_default_allow: true,

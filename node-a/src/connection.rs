@@ -218,7 +218,7 @@ fn accept_connect(
             metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
             return refuse(wbuf, reason::BAD_USER_NAME_OR_PASSWORD);
         }
-        (None, _) if !cfg.allow_anonymous => {
+        (None, _) if !cfg.anonymous_allowed() => {
             metrics::counter!("ferrymq_mqtt_auth_failures_total").increment(1);
             return refuse(wbuf, reason::NOT_AUTHORIZED);
         }

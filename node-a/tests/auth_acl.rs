@@ -20,7 +20,6 @@ async fn start(dir: &std::path::Path) -> NodeA {
     node_a::run(NodeAConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         sys_interval_secs: 0,
-        allow_anonymous: false,
         password_file: Some(passwd),
         acl_file: Some(acl),
         acl_default_allow: false,

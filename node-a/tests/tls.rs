@@ -96,7 +96,7 @@ async fn tls_and_mutual_tls_with_cn_as_username() {
     let node = node_a::run(NodeAConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         sys_interval_secs: 0,
-        allow_anonymous: false,
+        allow_anonymous: Some(false),
         password_file: Some(passwd),
         tls: Some(TlsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
