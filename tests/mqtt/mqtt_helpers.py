@@ -325,7 +325,10 @@ class Client:
         message routed before the marker cannot arrive after it."""
         if self._fence_topic is None:
             self._fence_topic = topic("fence")
-            self.subscribe(self._fence_topic, 1)
+            # QoS 0: the marker needs no acknowledgement, so a DISCONNECT right
+            # after the fence cannot overtake a PUBACK for it (paho sends acks from
+            # its network thread) and leave it in a persistent session.
+            self.subscribe(self._fence_topic, 0)
         marker = uid().encode()
         self.publish(self._fence_topic, marker, qos=1)
         before = []
