@@ -256,40 +256,27 @@ impl MessageStore {
     }
 
     fn start_threads(&self) -> Result<()> {
-        let mut threads = self.inner.threads.lock();
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
+        type Loop = fn(Weak<Inner>, Arc<OffsetSignal>, Arc<AtomicBool>);
+        let inner = &self.inner;
+        let services: [(&str, &Arc<OffsetSignal>, Loop); 4] = [
+            ("store-flush", &inner.flush, flush_loop),
+            ("store-dispatch", &inner.dispatch, dispatch_loop),
+            ("store-service", &inner.service, service_loop),
+            ("store-warm", &inner.warm, warm_loop),
+        ];
+        let mut threads = inner.threads.lock();
+        for (name, sig, body) in services {
+            // Threads hold the store weakly, so dropping every handle stops them.
+            let (weak, sig, stop) = (Arc::downgrade(inner), sig.clone(), inner.stop.clone());
+            let t = std::thread::Builder::new()
                 .name(name.to_string())
-                .spawn(f)
+                .spawn(move || body(weak, sig, stop))
                 .map_err(|e| StoreError::Io {
                     path: PathBuf::from(name),
                     source: e,
-                })
-        };
-        let weak = Arc::downgrade(&self.inner);
-        let (sig, stop) = (self.inner.flush.clone(), self.inner.stop.clone());
-        threads.push(spawn(
-            "store-flush",
-            Box::new(move || flush_loop(weak, sig, stop)),
-        )?);
-        let weak = Arc::downgrade(&self.inner);
-        let (sig, stop) = (self.inner.dispatch.clone(), self.inner.stop.clone());
-        threads.push(spawn(
-            "store-dispatch",
-            Box::new(move || dispatch_loop(weak, sig, stop)),
-        )?);
-        let weak = Arc::downgrade(&self.inner);
-        let (sig, stop) = (self.inner.service.clone(), self.inner.stop.clone());
-        threads.push(spawn(
-            "store-service",
-            Box::new(move || service_loop(weak, sig, stop)),
-        )?);
-        let weak = Arc::downgrade(&self.inner);
-        let (sig, stop) = (self.inner.warm.clone(), self.inner.stop.clone());
-        threads.push(spawn(
-            "store-warm",
-            Box::new(move || warm_loop(weak, sig, stop)),
-        )?);
+                })?;
+            threads.push(t);
+        }
         Ok(())
     }
 
