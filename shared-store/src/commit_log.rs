@@ -85,6 +85,8 @@ impl QueueOffsets {
     }
 }
 
+const PAGE: usize = 4096;
+
 /// How far ahead of the write position pages are prefaulted.
 const WARM_AHEAD: u64 = 8 << 20;
 
@@ -462,8 +464,17 @@ impl CommitLog {
                 let stop = (f.next_hole(start) as usize).min(all.len());
                 let mut p = (start as usize).max(pos + 1);
                 while p + 8 <= stop {
-                    let Some(k) = all[p + 4..stop].iter().position(|b| *b == magic[0]) else {
-                        break;
+                    // Fallocated extents read as data but hold zeros: skip zero
+                    // pages word by word before looking for a magic code.
+                    let page_end = ((p / PAGE + 1) * PAGE).min(stop);
+                    if crate::mapped_file::is_zero(&all[p..page_end]) {
+                        p = page_end;
+                        continue;
+                    }
+                    let scan_end = (page_end + 4).min(stop);
+                    let Some(k) = all[p + 4..scan_end].iter().position(|b| *b == magic[0]) else {
+                        p = page_end;
+                        continue;
                     };
                     let q = p + k;
                     if q + 8 <= all.len()
