@@ -38,7 +38,8 @@ export PATH="$cache/tools/bin:$PATH"
 if ! cargo fuzz --help >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then
   cargo install -q cargo-fuzz --locked --root "$cache/tools"
 fi
-node-a/fuzz/run.sh "${FERRYMQ_FUZZ_SECS:-20}"
+# libFuzzer reports every new input; keep its last lines (pipefail keeps its status).
+node-a/fuzz/run.sh "${FERRYMQ_FUZZ_SECS:-20}" 2>&1 | tail -n 15
 
 echo "== MQTT conformance (paho-mqtt 2.x)"
 venv="$cache/venv"
