@@ -113,14 +113,17 @@ fn canonical(fields: &'static [&'static str], key: &str) -> Option<&'static str>
 /// The serde field names of `StoreConfig`, learned from its own derive so new
 /// store settings are accepted without touching this file.
 fn store_fields() -> &'static [&'static str] {
-    let mut probe = FieldProbe(None);
-    let _ = StoreConfig::deserialize(&mut probe);
-    probe.0.unwrap_or(&[])
+    fields_of::<StoreConfig>()
 }
 
 fn mqtt_fields() -> &'static [&'static str] {
+    fields_of::<NodeAConfig>()
+}
+
+/// The field names a config struct deserializes (read off its serde impl).
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     let mut probe = FieldProbe(None);
-    let _ = NodeAConfig::deserialize(&mut probe);
+    let _ = T::deserialize(&mut probe);
     probe.0.unwrap_or(&[])
 }
 

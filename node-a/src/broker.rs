@@ -109,6 +109,8 @@ pub struct Broker {
     retained: RwLock<HashMap<String, Arc<RoutedMessage>>>,
     /// Counters.
     pub stats: Stats,
+    /// Notified whenever a connected client's connection ends (shutdown waits on it).
+    pub connection_closed: tokio::sync::Notify,
     next_conn: AtomicU64,
     /// When the broker started.
     pub started: Instant,
@@ -145,6 +147,7 @@ impl Broker {
             subs: RwLock::new(SubscriptionTrie::new()),
             retained: RwLock::new(HashMap::new()),
             stats: Stats::default(),
+            connection_closed: tokio::sync::Notify::new(),
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
         }
@@ -181,14 +184,7 @@ impl Broker {
                 self.unsubscribe(&s.client_id, &f);
             }
             // Whatever was queued through shared subscriptions goes to other members.
-            let pending: Vec<Delivery> = {
-                let mut st = s.state.lock();
-                let mut v: Vec<Delivery> =
-                    st.inflight.values().map(|i| i.delivery.clone()).collect();
-                v.extend(st.queue.drain(..));
-                st.inflight.clear();
-                v
-            };
+            let pending = s.state.lock().take_shared();
             self.redistribute(&s.client_id, pending);
         }
         metrics::gauge!("ferrymq_mqtt_sessions").set(self.sessions.read().len() as f64);
@@ -271,6 +267,15 @@ impl Broker {
         existed
     }
 
+    /// Accept a message: keep it as the topic's retained message if flagged,
+    /// then route it. Returns the number of receiving sessions.
+    pub fn publish(&self, msg: &Arc<RoutedMessage>) -> usize {
+        if msg.retain {
+            self.retain(msg);
+        }
+        self.route(msg)
+    }
+
     /// Route a message to every matching session. Returns how many sessions
     /// received it (0 lets v5 PUBACK say "no matching subscribers").
     pub fn route(&self, msg: &Arc<RoutedMessage>) -> usize {
@@ -283,9 +288,9 @@ impl Broker {
             Option<(Arc<str>, Arc<str>)>,
         );
         let mut targets: Vec<Target> = Vec::new();
+        let sessions = self.sessions.read();
         {
             let subs = self.subs.read();
-            let sessions = self.sessions.read();
             subs.for_each_match(&msg.topic, |filter, key, entry| match (key, entry) {
                 (SubKey::Client(c), SubEntry::Client(o)) => {
                     if o.no_local && msg.publisher.as_ref() == Some(c) {
@@ -318,7 +323,6 @@ impl Broker {
         }
         // One copy per client for overlapping subscriptions: highest QoS, every id.
         targets.sort_by(|a, b| a.0.cmp(&b.0).then(a.4.is_some().cmp(&b.4.is_some())));
-        let sessions = self.sessions.read();
         let mut delivered = 0;
         let mut i = 0;
         while i < targets.len() {

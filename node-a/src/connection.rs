@@ -175,13 +175,16 @@ where
     let exit = conn
         .run(&mut reader, &mut writer, &mut rbuf, kick_rx, &mut shutdown)
         .await;
+    let _ = writer.write_all(&conn.wbuf).await;
+    let _ = writer.shutdown().await;
+    // Counted as closed only once the last bytes (a server DISCONNECT) are out,
+    // so a broker shutdown that waits for the count does not cut them off.
     broker
         .stats
         .clients_connected
-        .fetch_sub(1, Ordering::Relaxed);
+        .fetch_sub(1, Ordering::AcqRel);
+    broker.connection_closed.notify_waiters();
     metrics::gauge!("ferrymq_mqtt_connections").decrement(1.0);
-    let _ = writer.write_all(&conn.wbuf).await;
-    let _ = writer.shutdown().await;
     let send_will = match &exit {
         Ok(Exit::Disconnect { send_will }) => *send_will,
         Ok(Exit::TakenOver) | Ok(Exit::Abnormal) | Err(_) => true,
@@ -336,16 +339,17 @@ fn accept_connect(
     ))
 }
 
+/// A random id for an assigned client identifier. Falls back to the clock
+/// only if the OS has no randomness to give (ids must merely not collide).
 fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    }
+    u64::from_ne_bytes(b)
 }
 
 impl Conn {
@@ -583,24 +587,15 @@ impl Conn {
             return Ok(());
         }
 
-        let expires_at = p
-            .properties
-            .message_expiry_interval
-            .map(|s| Instant::now() + Duration::from_secs(s as u64));
-        p.properties.subscription_identifiers.clear();
-        let msg = Arc::new(RoutedMessage {
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            properties: p.properties,
-            publisher: Some(self.client_id.clone()),
-            expires_at,
-        });
-        if msg.retain {
-            self.broker.retain(&msg);
-        }
-        let n = self.broker.route(&msg);
+        let msg = Arc::new(RoutedMessage::new(
+            p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+            p.properties,
+            Some(self.client_id.clone()),
+        ));
+        let n = self.broker.publish(&msg);
         let code = if n == 0 && self.protocol == Protocol::V5 {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -907,35 +902,7 @@ impl Conn {
             }
         }
         // Shared-subscription messages this client cannot take now go to other members.
-        let pending: Vec<Delivery> = {
-            let mut st = self.session.state.lock();
-            let mut moved = Vec::new();
-            let keep: Vec<_> = st
-                .queue
-                .drain(..)
-                .filter_map(|d| {
-                    if d.shared.is_some() && d.qos != QoS::AtMostOnce {
-                        moved.push(d);
-                        None
-                    } else {
-                        Some(d)
-                    }
-                })
-                .collect();
-            st.queue.extend(keep);
-            let ids: Vec<u16> = st
-                .inflight
-                .iter()
-                .filter(|(_, i)| i.delivery.shared.is_some() && i.state != OutState::AwaitPubComp)
-                .map(|(k, _)| *k)
-                .collect();
-            for id in ids {
-                if let Some(i) = st.inflight.remove(&id) {
-                    moved.push(i.delivery);
-                }
-            }
-            moved
-        };
+        let pending = self.session.state.lock().take_shared();
         if !pending.is_empty() {
             broker.redistribute(&self.client_id, pending);
         }
@@ -960,23 +927,15 @@ impl Conn {
 }
 
 fn publish_will(broker: &Arc<Broker>, client: &ClientId, w: Will) {
-    let expires_at = w
-        .properties
-        .message_expiry_interval
-        .map(|s| Instant::now() + Duration::from_secs(s as u64));
-    let msg = Arc::new(RoutedMessage {
-        topic: w.topic,
-        payload: w.payload,
-        qos: w.qos,
-        retain: w.retain,
-        properties: w.properties,
-        publisher: Some(client.clone()),
-        expires_at,
-    });
-    if msg.retain {
-        broker.retain(&msg);
-    }
-    broker.route(&msg);
+    let msg = RoutedMessage::new(
+        w.topic,
+        w.payload,
+        w.qos,
+        w.retain,
+        w.properties,
+        Some(client.clone()),
+    );
+    broker.publish(&Arc::new(msg));
 }
 
 fn to_publish(d: &Delivery, pkid: u16, dup: bool, now: Instant) -> Publish {

@@ -37,13 +37,20 @@ impl NodeA {
         if let Some(s) = self.sys {
             s.abort();
         }
-        // Give connections their turn to write the DISCONNECT and close.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.broker.stats.clients_connected.load(Ordering::Relaxed) > 0
-            && Instant::now() < deadline
-        {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Give connections their turn to write the DISCONNECT and close; each
+        // one signals `connection_closed` as it goes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let closed = self.broker.connection_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.broker.stats.clients_connected.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                tracing::warn!("connections still open after 5 s of shutdown");
+                break;
+            }
         }
     }
 }

@@ -37,6 +37,32 @@ pub struct RoutedMessage {
 }
 
 impl RoutedMessage {
+    /// A message accepted now: its expiry deadline starts from its expiry interval.
+    pub fn new(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: PublishProperties,
+        publisher: Option<ClientId>,
+    ) -> Self {
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + std::time::Duration::from_secs(s as u64));
+        // Per-connection wire details never travel with the message.
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher,
+            expires_at,
+        }
+    }
+
     /// Seconds left before expiry; None = never expires, Some(0) = expired.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
         self.expires_at.map(|t| {
@@ -127,6 +153,33 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Take out the QoS ≥ 1 deliveries that came through shared subscriptions
+    /// and are not yet received by this client (queued, or PUBLISH unanswered),
+    /// so another member of their group can have them.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut moved = Vec::new();
+        let queue = std::mem::take(&mut self.queue);
+        for d in queue {
+            if d.shared.is_some() && d.qos != QoS::AtMostOnce {
+                moved.push(d);
+            } else {
+                self.queue.push_back(d);
+            }
+        }
+        let ids: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, i)| i.delivery.shared.is_some() && i.state != OutState::AwaitPubComp)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            if let Some(i) = self.inflight.remove(&id) {
+                moved.push(i.delivery);
+            }
+        }
+        moved
+    }
+
     /// A free packet id (1..=65535) not in flight.
     pub fn alloc_pkid(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {

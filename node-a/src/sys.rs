@@ -53,17 +53,15 @@ pub fn publish_now(broker: &Arc<Broker>) {
         ),
     ];
     for (topic, value) in items {
-        let msg = Arc::new(RoutedMessage {
-            topic: topic.to_string(),
-            payload: Bytes::from(value),
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: PublishProperties::default(),
-            publisher: None,
-            expires_at: None,
-        });
-        broker.retain(&msg);
-        broker.route(&msg);
+        let msg = RoutedMessage::new(
+            topic.to_string(),
+            Bytes::from(value),
+            QoS::AtMostOnce,
+            true,
+            PublishProperties::default(),
+            None,
+        );
+        broker.publish(&Arc::new(msg));
     }
 }
 

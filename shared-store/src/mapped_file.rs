@@ -117,15 +117,13 @@ impl MappedFile {
     /// or is the owner's single writer thread) and `pos >= wrote()`, or no reader
     /// can exist yet (recovery).
     pub(crate) unsafe fn write_at(&self, pos: u64, data: &[u8]) -> Result<()> {
-        let end = pos
-            .checked_add(data.len() as u64)
+        pos.checked_add(data.len() as u64)
             .filter(|e| *e <= self.size)
             .ok_or_else(|| StoreError::Corruption {
                 file: self.path.clone(),
                 offset: pos,
                 reason: format!("write of {} bytes past the end", data.len()),
             })?;
-        let _ = end;
         // SAFETY: bounds checked above; exclusivity is the caller's contract.
         unsafe {
             std::ptr::copy_nonoverlapping(

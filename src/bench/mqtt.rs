@@ -924,30 +924,20 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
 // Connection mode
 
 /// A minimal MQTT 3.1.1 CONNECT (clean session, no will, no credentials).
+/// A clean-session MQTT 3.1.1 CONNECT, encoded by the broker's own codec.
 fn connect_packet(client_id: &str, keep_alive: u16) -> Result<Vec<u8>> {
-    let id = client_id.as_bytes();
-    let id_len = u16::try_from(id.len()).context("client id too long")?;
-    // Variable header (10 bytes) + client id string.
-    let remaining = 10 + 2 + id.len();
-    let mut p = Vec::with_capacity(remaining + 5);
-    p.push(0x10);
-    let mut r = remaining;
-    loop {
-        let mut byte = (r % 128) as u8;
-        r /= 128;
-        if r > 0 {
-            byte |= 0x80;
-        }
-        p.push(byte);
-        if r == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02]);
-    p.extend_from_slice(&keep_alive.to_be_bytes());
-    p.extend_from_slice(&id_len.to_be_bytes());
-    p.extend_from_slice(id);
-    Ok(p)
+    use node_a::protocol::{codec, Connect, Packet, Protocol};
+    let c = Connect {
+        protocol: Some(Protocol::V4),
+        client_id: client_id.to_string(),
+        clean_start: true,
+        keep_alive,
+        ..Connect::default()
+    };
+    let mut b = BytesMut::new();
+    codec::encode(&Packet::Connect(Box::new(c)), Protocol::V4, &mut b, None)
+        .context("encoding CONNECT")?;
+    Ok(b.to_vec())
 }
 
 /// Why one raw connection failed.
