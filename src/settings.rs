@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use node_a::NodeAConfig;
+use node_l::LConfig;
 use serde::de::{self, Deserialize, Visitor};
 use shared_store::StoreConfig;
 
@@ -22,6 +23,8 @@ pub struct Settings {
     pub store: StoreConfig,
     /// The `[mqtt]` section (the A node).
     pub mqtt: NodeAConfig,
+    /// The `[broker]` section (the L role: topics, offsets, sessions).
+    pub broker: LConfig,
 }
 
 /// Where settings come from.
@@ -40,6 +43,7 @@ impl Settings {
     pub fn load(src: Sources<'_>) -> Result<Self> {
         let mut store = Map::new();
         let mut mqtt = Map::new();
+        let mut broker = Map::new();
         if let Some(path) = src.file {
             let file = Config::builder()
                 .add_source(File::from(path).format(FileFormat::Toml).required(true))
@@ -48,6 +52,13 @@ impl Settings {
             let origin = path.display().to_string();
             merge_section(&mut store, &file, "store", store_fields(), &origin)?;
             merge_section(&mut mqtt, &file, "mqtt", mqtt_fields(), &origin)?;
+            merge_section(
+                &mut broker,
+                &file,
+                "broker",
+                fields_of::<LConfig>(),
+                &origin,
+            )?;
         }
         let env = Environment::with_prefix("FERRYMQ")
             .prefix_separator("_")
@@ -59,6 +70,16 @@ impl Settings {
             .context("reading FERRYMQ_* environment variables")?;
         merge_section(&mut store, &env, "store", store_fields(), "the environment")?;
         merge_section(&mut mqtt, &env, "mqtt", mqtt_fields(), "the environment")?;
+        merge_section(
+            &mut broker,
+            &env,
+            "broker",
+            fields_of::<LConfig>(),
+            "the environment",
+        )?;
+        let broker: LConfig = Value::new(None, ValueKind::Table(broker))
+            .try_deserialize()
+            .context("invalid [broker] settings")?;
         let mqtt: NodeAConfig = Value::new(None, ValueKind::Table(mqtt))
             .try_deserialize()
             .context("invalid [mqtt] settings")?;
@@ -70,7 +91,11 @@ impl Settings {
         if !has_path {
             store.store_path = src.data_dir.join("store");
         }
-        Ok(Self { store, mqtt })
+        Ok(Self {
+            store,
+            mqtt,
+            broker,
+        })
     }
 }
 
@@ -254,5 +279,6 @@ mod example_file {
         );
         assert_eq!(s.mqtt.listen, NodeAConfig::default().listen);
         assert!(s.mqtt.tls.is_none());
+        assert_eq!(s.broker, LConfig::default());
     }
 }

@@ -1,12 +1,15 @@
-//! `ferrymq standalone`: one broker node: the store, the A node (MQTT and
-//! MQTT/TLS listeners) and the metrics endpoint. The RocketMQ gateway and the
-//! store-backed L role come in later issues.
+//! `ferrymq standalone`: one broker node: the store, the L role on it (every
+//! acknowledged MQTT message, persistent session and retained message is in
+//! the store), the A node (MQTT and MQTT/TLS listeners) reaching the L role
+//! in-process, and the metrics endpoint. The RocketMQ gateway comes next.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use ferrymq_shared::boundary::MessageLog;
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
 use shared_store::MessageStore;
 use tokio::signal::unix::{signal, SignalKind};
@@ -52,7 +55,14 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
             None => anyhow::bail!("--mqtts needs [mqtt.tls] cert_file and key_file in the config"),
         }
     }
-    let node = node_a::run(mqtt_cfg)
+    let l_cfg = settings.broker.clone();
+    let l_store = store.clone();
+    let lnode = tokio::task::spawn_blocking(move || node_l::LNode::open(l_cfg, l_store))
+        .await
+        .context("L role open task")?
+        .context("starting the L role (topics, offsets, sessions, retained)")?;
+    let log: Arc<dyn MessageLog> = Arc::new(lnode.clone());
+    let node = node_a::run_with_log(mqtt_cfg, Some(log))
         .await
         .context("starting the MQTT listener")?;
 
@@ -81,7 +91,13 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     writeln!(out, "  metrics:     http://{metrics_addr}/metrics")?;
     writeln!(
         out,
-        "  not yet:     RocketMQ gateway; MQTT messages are not yet persisted in the store"
+        "  sessions:    {} persistent, {} retained messages restored",
+        node.broker.session_count(),
+        node.broker.retained_count()
+    )?;
+    writeln!(
+        out,
+        "  not yet:     RocketMQ gateway (namesrv/broker ports)"
     )?;
     writeln!(out, "ferrymq ready")?;
     out.flush()?;
@@ -93,6 +109,9 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     };
     tracing::info!(signal = which, "shutting down");
     node.shutdown().await;
+    if let Err(e) = lnode.shutdown() {
+        tracing::error!(%e, "writing the L role's tables at shutdown");
+    }
     tokio::task::spawn_blocking(move || store.shutdown())
         .await
         .context("store shutdown task")?

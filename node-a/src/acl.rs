@@ -151,7 +151,7 @@ impl Acl {
                 .replace("%u", user.unwrap_or(""))
                 .replace("%c", client);
             let hit = match action {
-                Action::Publish => ferrymq_topics::matches(topic, &filter),
+                Action::Publish => ferrymq_shared::matches(topic, &filter),
                 Action::Subscribe => covers(&filter, topic),
             };
             if hit {
@@ -164,7 +164,7 @@ impl Acl {
 
 /// Does rule filter `rule` cover every topic subscription filter `sub` can match?
 fn covers(rule: &str, sub: &str) -> bool {
-    let sub = ferrymq_topics::parse_shared(sub)
+    let sub = ferrymq_shared::parse_shared(sub)
         .map(|s| s.filter)
         .unwrap_or(sub);
     let mut r = rule.split('/');

@@ -7,13 +7,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrymq_topics::{parse_shared, SubscriptionTrie};
+use ferrymq_shared::{parse_shared, SubscriptionTrie};
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
 
+use ferrymq_shared::boundary::{
+    AppendRequest, Durable, LogError, MessageLog, MqttMessage, MqttProps, SessionRecord,
+    SubscriptionRecord,
+};
+
 use crate::config::NodeAConfig;
-use crate::protocol::packet::QoS;
-use crate::session::{ClientId, Delivery, RoutedMessage, Session, SubOptions};
+use crate::protocol::packet::{PublishProperties, QoS};
+use crate::session::{ClientId, Delivery, RoutedMessage, Session, StoredQueue, SubOptions};
 
 /// Who a trie entry delivers to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,6 +107,8 @@ pub struct Broker {
     pub passwords: Option<crate::auth::PasswordFile>,
     /// Access rules.
     pub acl: crate::acl::Acl,
+    /// The L role, when messages are persisted.
+    pub log: Option<Arc<dyn MessageLog>>,
     sessions: RwLock<HashMap<ClientId, Arc<Session>>>,
     /// Serialises session attach/detach so takeovers are atomic.
     pub(crate) session_lock: Mutex<()>,
@@ -142,6 +149,7 @@ impl Broker {
             config,
             passwords: None,
             acl: crate::acl::Acl::allow_all(),
+            log: None,
             sessions: RwLock::new(HashMap::new()),
             session_lock: Mutex::new(()),
             subs: RwLock::new(SubscriptionTrie::new()),
@@ -179,6 +187,11 @@ impl Broker {
             }
         };
         if removed {
+            if s.persistent.swap(false, Ordering::AcqRel) {
+                if let Some(log) = &self.log {
+                    log.remove_session(&s.client_id);
+                }
+            }
             let filters: Vec<String> = s.state.lock().subscriptions.keys().cloned().collect();
             for f in filters {
                 self.unsubscribe(&s.client_id, &f);
@@ -188,6 +201,144 @@ impl Broker {
             self.redistribute(&s.client_id, pending);
         }
         metrics::gauge!("ferrymq_mqtt_sessions").set(self.sessions.read().len() as f64);
+    }
+
+    /// With an L role, make `s` (a session with a non-zero expiry) persistent:
+    /// its subscriptions and expiry are saved, and QoS ≥ 1 messages for it
+    /// also go into its stored queue.
+    pub fn persist_session(&self, s: &Session) {
+        let Some(log) = &self.log else { return };
+        s.persistent.store(true, Ordering::Release);
+        self.save_session(s, true);
+        let mut st = s.state.lock();
+        if st.stored.is_none() {
+            let (committed, end) = log.session_offsets(&s.client_id);
+            st.stored = Some(StoredQueue::new(committed, end));
+        }
+    }
+
+    /// Save a persistent session's subscriptions and expiry (`online` false
+    /// records the disconnect time its expiry counts from).
+    pub fn save_session(&self, s: &Session, online: bool) {
+        let Some(log) = &self.log else { return };
+        if !s.persistent.load(Ordering::Acquire) {
+            return;
+        }
+        let rec = {
+            let st = s.state.lock();
+            SessionRecord {
+                client_id: s.client_id.to_string(),
+                expiry_secs: st.expiry_secs,
+                subscriptions: st
+                    .subscriptions
+                    .iter()
+                    .map(|(f, o)| SubscriptionRecord {
+                        filter: f.clone(),
+                        qos: o.qos as u8,
+                        no_local: o.no_local,
+                        retain_as_published: o.retain_as_published,
+                        retain_handling: o.retain_handling,
+                        subscription_id: o.subscription_id,
+                    })
+                    .collect(),
+                disconnected_at_ms: (!online).then(shared_now_ms),
+            }
+        };
+        log.save_session(rec);
+    }
+
+    /// Report how far a persistent session's client consumed its stored queue.
+    pub fn commit_session(&self, s: &Session) {
+        let Some(log) = &self.log else { return };
+        let mut st = s.state.lock();
+        if let Some(q) = st.stored.as_mut() {
+            let to = q.consumed_to();
+            if to != q.committed {
+                tracing::trace!(client = %s.client_id, from = q.committed, to, next = q.next, unacked = q.unacked.len(), "session queue consumed");
+                q.committed = to;
+                drop(st);
+                log.commit_session_offset(&s.client_id, to);
+            }
+        }
+    }
+
+    /// Bring back what the L role kept: persistent sessions (offline, their
+    /// expiry counting from their disconnect) and retained messages. Call
+    /// once, before accepting connections.
+    pub fn restore(self: &Arc<Self>) {
+        let Some(log) = self.log.clone() else { return };
+        let now_ms = shared_now_ms();
+        for r in log.retained() {
+            let m = Arc::new(from_mqtt_message(r.message, r.stored_at_ms));
+            if !m.is_expired(Instant::now()) {
+                self.retain(&m);
+            }
+        }
+        for rec in log.sessions() {
+            let client: ClientId = Arc::from(rec.client_id.as_str());
+            let session = Arc::new(Session::new(client.clone(), rec.expiry_secs));
+            session.persistent.store(true, Ordering::Release);
+            let (committed, end) = log.session_offsets(&rec.client_id);
+            tracing::debug!(client = %client, committed, end, "restoring persistent session");
+            {
+                let mut st = session.state.lock();
+                st.stored = Some(StoredQueue::new(committed, end));
+                for sub in &rec.subscriptions {
+                    st.subscriptions.insert(
+                        sub.filter.clone(),
+                        SubOptions {
+                            qos: QoS::from_u8(sub.qos).unwrap_or_default(),
+                            no_local: sub.no_local,
+                            retain_as_published: sub.retain_as_published,
+                            retain_handling: sub.retain_handling,
+                            subscription_id: sub.subscription_id,
+                        },
+                    );
+                }
+            }
+            for sub in &rec.subscriptions {
+                let o = session.state.lock().subscriptions.get(&sub.filter).copied();
+                if let Some(o) = o {
+                    self.subscribe(&client, &sub.filter, o);
+                }
+            }
+            self.insert_session(session.clone());
+            // A session that was online at the crash counts as gone from now.
+            let gone_ms = (now_ms - rec.disconnected_at_ms.unwrap_or(now_ms)).max(0) as u64;
+            if rec.disconnected_at_ms.is_none() {
+                self.save_session(&session, false);
+            }
+            if rec.expiry_secs != u32::MAX {
+                let left = (rec.expiry_secs as u64 * 1000).saturating_sub(gone_ms);
+                self.expire_later(session, 0, std::time::Duration::from_millis(left));
+            }
+        }
+        tracing::info!(
+            sessions = self.session_count(),
+            retained = self.retained_count(),
+            "restored persistent sessions and retained messages"
+        );
+    }
+
+    /// Remove `session` after `after`, unless a connection attached to it
+    /// (its generation moved on) in the meantime.
+    pub fn expire_later(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        generation: u64,
+        after: std::time::Duration,
+    ) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let expired = {
+                let st = session.state.lock();
+                st.generation == generation && st.connection.is_none()
+            };
+            if expired {
+                broker.remove_session(&session);
+            }
+        });
     }
 
     /// Number of sessions.
@@ -267,27 +418,55 @@ impl Broker {
         existed
     }
 
-    /// Accept a message: keep it as the topic's retained message if flagged,
-    /// then route it. Returns the number of receiving sessions.
-    pub fn publish(&self, msg: &Arc<RoutedMessage>) -> usize {
+    /// Accept a message: store it through the L role (when one is attached),
+    /// keep it as the topic's retained message if flagged, then route it.
+    /// Returns the number of receiving sessions and, with an L role, the
+    /// future that confirms the configured durability. A store refusal is
+    /// returned before anything was delivered or retained.
+    pub fn publish(&self, msg: &Arc<RoutedMessage>) -> Result<(usize, Option<Durable>), LogError> {
+        let targets = self.plan(msg);
+        let mut offsets = Vec::new();
+        let mut durable = None;
+        if let Some(log) = &self.log {
+            let sessions = targets
+                .iter()
+                .filter(|t| t.stored)
+                .map(|t| t.session.client_id.to_string())
+                .collect();
+            let (appended, d) = log.append(AppendRequest {
+                message: to_mqtt_message(msg),
+                sessions,
+            })?;
+            offsets = appended.session_offsets;
+            durable = Some(d);
+        }
         if msg.retain {
             self.retain(msg);
         }
-        self.route(msg)
+        Ok((self.deliver(msg, targets, &offsets), durable))
     }
 
-    /// Route a message to every matching session. Returns how many sessions
-    /// received it (0 lets v5 PUBACK say "no matching subscribers").
-    pub fn route(&self, msg: &Arc<RoutedMessage>) -> usize {
+    /// Retain and route a message that is never stored (`$SYS`).
+    pub fn publish_local(&self, msg: &Arc<RoutedMessage>) -> usize {
+        if msg.retain {
+            self.retain(msg);
+        }
+        let targets = self.plan(msg);
+        self.deliver(msg, targets, &[])
+    }
+
+    /// Who receives `msg`: one target per client for overlapping
+    /// subscriptions (highest QoS, every subscription id), one per shared group.
+    fn plan(&self, msg: &Arc<RoutedMessage>) -> Vec<Target> {
         // (client, qos, retain-as-published, sub id, shared group)
-        type Target = (
+        type Match = (
             ClientId,
             QoS,
             bool,
             Option<u32>,
             Option<(Arc<str>, Arc<str>)>,
         );
-        let mut targets: Vec<Target> = Vec::new();
+        let mut matches: Vec<Match> = Vec::new();
         let sessions = self.sessions.read();
         {
             let subs = self.subs.read();
@@ -296,7 +475,7 @@ impl Broker {
                     if o.no_local && msg.publisher.as_ref() == Some(c) {
                         return;
                     }
-                    targets.push((
+                    matches.push((
                         c.clone(),
                         o.qos.min(msg.qos),
                         o.retain_as_published,
@@ -306,7 +485,7 @@ impl Broker {
                 }
                 (SubKey::Share(group), SubEntry::Share(g)) => {
                     if let Some((c, o)) = pick_member(g, &sessions) {
-                        targets.push((
+                        matches.push((
                             c,
                             o.qos.min(msg.qos),
                             o.retain_as_published,
@@ -318,44 +497,72 @@ impl Broker {
                 _ => {}
             });
         }
-        if targets.is_empty() {
-            return 0;
+        let mut targets = Vec::new();
+        if matches.is_empty() {
+            return targets;
         }
-        // One copy per client for overlapping subscriptions: highest QoS, every id.
-        targets.sort_by(|a, b| a.0.cmp(&b.0).then(a.4.is_some().cmp(&b.4.is_some())));
-        let mut delivered = 0;
+        matches.sort_by(|a, b| a.0.cmp(&b.0).then(a.4.is_some().cmp(&b.4.is_some())));
         let mut i = 0;
-        while i < targets.len() {
+        while i < matches.len() {
             let mut j = i + 1;
             // Shared deliveries stay separate (spec 4.8.2: each group gets its copy).
-            if targets[i].4.is_none() {
-                while j < targets.len() && targets[j].0 == targets[i].0 && targets[j].4.is_none() {
+            if matches[i].4.is_none() {
+                while j < matches.len() && matches[j].0 == matches[i].0 && matches[j].4.is_none() {
                     j += 1;
                 }
             }
-            let group = &targets[i..j];
-            let qos = group.iter().map(|t| t.1).max().unwrap_or_default();
-            let rap = group.iter().any(|t| t.2);
-            let ids: Vec<u32> = group.iter().filter_map(|t| t.3).collect();
-            if let Some(s) = sessions.get(&targets[i].0) {
-                let d = Delivery {
-                    msg: msg.clone(),
+            let group = &matches[i..j];
+            if let Some(session) = sessions.get(&matches[i].0) {
+                let qos = group.iter().map(|t| t.1).max().unwrap_or_default();
+                let shared = matches[i].4.clone();
+                // Shared-group messages stay in memory: they belong to the
+                // group, not to the member that happened to be picked.
+                let stored = qos != QoS::AtMostOnce
+                    && shared.is_none()
+                    && session.persistent.load(Ordering::Acquire);
+                targets.push(Target {
+                    session: session.clone(),
                     qos,
-                    retain: rap && msg.retain,
-                    subscription_ids: ids,
-                    shared: targets[i].4.clone(),
-                };
-                if s.enqueue(
-                    d,
-                    self.config.max_queued_messages,
-                    self.config.queue_qos0_offline,
-                ) {
-                    delivered += 1;
-                } else {
-                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                    retain_as_published: group.iter().any(|t| t.2),
+                    ids: group.iter().filter_map(|t| t.3).collect(),
+                    shared,
+                    stored,
+                });
             }
             i = j;
+        }
+        targets
+    }
+
+    /// Queue `msg` on each target; `offsets` are the stored-queue offsets of
+    /// the `stored` targets, in order. Returns how many sessions received it
+    /// (0 lets v5 PUBACK say "no matching subscribers").
+    fn deliver(&self, msg: &Arc<RoutedMessage>, targets: Vec<Target>, offsets: &[i64]) -> usize {
+        let mut delivered = 0;
+        let mut stored_offsets = offsets.iter();
+        for t in targets {
+            let lmq_offset = if t.stored {
+                stored_offsets.next().copied()
+            } else {
+                None
+            };
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: t.qos,
+                retain: t.retain_as_published && msg.retain,
+                subscription_ids: t.ids,
+                shared: t.shared,
+                lmq_offset,
+            };
+            if t.session.enqueue(
+                d,
+                self.config.max_queued_messages,
+                self.config.queue_qos0_offline,
+            ) {
+                delivered += 1;
+            } else {
+                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         delivered
     }
@@ -410,10 +617,77 @@ impl Broker {
         self.retained
             .read()
             .values()
-            .filter(|m| !m.is_expired(now) && ferrymq_topics::matches(&m.topic, filter))
+            .filter(|m| !m.is_expired(now) && ferrymq_shared::matches(&m.topic, filter))
             .cloned()
             .collect()
     }
+}
+
+/// One receiving session of a message.
+struct Target {
+    session: Arc<Session>,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+    shared: Option<(Arc<str>, Arc<str>)>,
+    /// The message also goes into the session's stored queue.
+    stored: bool,
+}
+
+/// The boundary's view of a message.
+pub fn to_mqtt_message(m: &RoutedMessage) -> MqttMessage {
+    let p = &m.properties;
+    MqttMessage {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        props: MqttProps {
+            payload_format: p.payload_format_indicator,
+            message_expiry: p.message_expiry_interval,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user: p.user_properties.clone(),
+        },
+        publisher: m.publisher.as_ref().map(|c| c.to_string()),
+    }
+}
+
+/// A stored message back as a routed one; its expiry counts from when it was
+/// stored, so a message that waited on disk does not live longer.
+pub fn from_mqtt_message(m: MqttMessage, stored_at_ms: i64) -> RoutedMessage {
+    let props = PublishProperties {
+        payload_format_indicator: m.props.payload_format,
+        message_expiry_interval: m.props.message_expiry,
+        content_type: m.props.content_type,
+        response_topic: m.props.response_topic,
+        correlation_data: m.props.correlation_data,
+        user_properties: m.props.user,
+        ..PublishProperties::default()
+    };
+    let mut r = RoutedMessage::new(
+        m.topic,
+        m.payload,
+        QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce),
+        m.retain,
+        props,
+        m.publisher.map(Arc::from),
+    );
+    if let Some(secs) = m.props.message_expiry {
+        let age_ms = (shared_now_ms() - stored_at_ms).max(0) as u64;
+        let left = (secs as u64 * 1000).saturating_sub(age_ms);
+        r.expires_at = Some(Instant::now() + std::time::Duration::from_millis(left));
+    }
+    r
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn shared_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Round-robin over a group's members, preferring connected ones so that a

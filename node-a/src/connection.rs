@@ -7,7 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use bytes::BytesMut;
+use ferrymq_shared::boundary::{BoxFuture, Durable, LogError, Pulled};
 use hashbrown::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
@@ -70,6 +73,23 @@ struct Conn {
     connect_expiry_zero: bool,
     wbuf: BytesMut,
     rate: RateLimiter,
+    /// QoS 1/2 publishes waiting for the L role's durability, in arrival order.
+    acks: VecDeque<PendingAck>,
+    /// A read of this session's stored queue in progress.
+    fetching: Option<BoxFuture<Result<Pulled, LogError>>>,
+    /// After a failed or empty store read, when to try again.
+    fetch_retry_at: Option<tokio::time::Instant>,
+    /// Whether this connection published since it was last throttled.
+    published: bool,
+}
+
+/// A publish whose acknowledgement waits for durability.
+struct PendingAck {
+    pkid: u16,
+    qos: QoS,
+    /// Reason code to send once durable.
+    code: u8,
+    durable: Durable,
 }
 
 /// Serve one accepted socket until it closes.
@@ -284,6 +304,9 @@ fn accept_connect(
         }
     };
     drop(_guard);
+    if expiry > 0 {
+        broker.persist_session(&session);
+    }
 
     let mut props = ConnAckProperties::default();
     if protocol == Protocol::V5 {
@@ -333,6 +356,10 @@ fn accept_connect(
             connect_expiry_zero: protocol == Protocol::V5 && expiry == 0,
             wbuf: BytesMut::new(),
             rate: RateLimiter::new(broker.config.max_publish_rate, broker.config.max_byte_rate),
+            acks: VecDeque::new(),
+            fetching: None,
+            fetch_retry_at: None,
+            published: false,
         },
         kick_rx,
         present,
@@ -391,8 +418,31 @@ impl Conn {
             if let Some(wait) = self.rate.wait() {
                 tokio::time::sleep(wait).await;
             }
+            // A store that cannot keep up slows publishers the same way, before
+            // it refuses anything (RocketMQ's "broker busy"). Only connections
+            // that publish are paused, so subscribers keep draining.
+            let mut pause_until = None;
+            if self.published {
+                if let Some((why, d)) = self.broker.log.as_ref().and_then(|l| l.pressure()) {
+                    self.published = false;
+                    metrics::counter!("ferrymq_mqtt_publish_throttled_total", "reason" => why.label())
+                        .increment(1);
+                    pause_until = Some(tokio::time::Instant::now() + d);
+                }
+            }
+            // A client that keeps sending while its publishes wait for the disk
+            // is not read until they are acknowledged: its pending acks are bounded.
+            let can_read = self.acks.len() < self.broker.config.receive_maximum as usize;
+            let has_acks = !self.acks.is_empty();
+            let has_fetch = self.fetching.is_some();
+            let retry_at = self.fetch_retry_at;
             tokio::select! {
-                n = reader.read_buf(rbuf) => {
+                n = async {
+                    if let Some(t) = pause_until {
+                        tokio::time::sleep_until(t).await;
+                    }
+                    reader.read_buf(rbuf).await
+                }, if can_read => {
                     let n = n?;
                     if n == 0 {
                         return Ok(Exit::Abnormal);
@@ -414,6 +464,27 @@ impl Conn {
                             }
                         }
                     }
+                    // Under ASYNC_FLUSH most are durable already: ack them in this write.
+                    self.ack_ready()?;
+                    self.drain();
+                }
+                r = front_ack(&mut self.acks), if has_acks => {
+                    if let Some(p) = self.acks.pop_front() {
+                        self.finish_ack(p, r)?;
+                    }
+                    self.ack_ready()?;
+                }
+                r = poll_fetch(&mut self.fetching), if has_fetch => {
+                    self.fetching = None;
+                    self.on_fetched(r);
+                    self.drain();
+                }
+                _ = async {
+                    if let Some(t) = retry_at {
+                        tokio::time::sleep_until(t).await;
+                    }
+                }, if retry_at.is_some() => {
+                    self.fetch_retry_at = None;
                     self.drain();
                 }
                 _ = session.notify.notified() => self.drain(),
@@ -430,6 +501,109 @@ impl Conn {
                     return Ok(Exit::Shutdown);
                 }
             }
+        }
+    }
+
+    /// Acknowledge the publishes at the head of the queue whose durability is
+    /// already confirmed, without waiting.
+    fn ack_ready(&mut self) -> Result<(), ConnectionError> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let Some(front) = self.acks.front_mut() {
+            match front.durable.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => {
+                    if let Some(p) = self.acks.pop_front() {
+                        self.finish_ack(p, r)?;
+                    }
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The L role answered for one publish: PUBACK/PUBREC it, or tell the
+    /// client why not. Never a success ack for a message that is not stored.
+    fn finish_ack(
+        &mut self,
+        p: PendingAck,
+        r: Result<(), LogError>,
+    ) -> Result<(), ConnectionError> {
+        match r {
+            Ok(()) => {
+                self.ack(p.qos, p.pkid, p.code);
+                Ok(())
+            }
+            Err(e) => self.refuse_publish(p.qos, p.pkid, &e),
+        }
+    }
+
+    /// A publish the L role refused or could not confirm: v5 hears the reason
+    /// code; 3.1.1 has none, so the connection closes and the client resends
+    /// the unacknowledged message when it reconnects.
+    fn refuse_publish(&mut self, qos: QoS, pkid: u16, e: &LogError) -> Result<(), ConnectionError> {
+        let code = e.mqtt_reason();
+        metrics::counter!("ferrymq_mqtt_publishes_refused_total", "reason" => format!("0x{code:02X}"))
+            .increment(1);
+        tracing::debug!(client = %self.client_id, %e, "publish refused by the store");
+        if qos == QoS::ExactlyOnce {
+            self.session.state.lock().incoming_qos2.remove(&pkid);
+        }
+        if qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        if self.protocol == Protocol::V5 {
+            self.ack(qos, pkid, code);
+            Ok(())
+        } else {
+            Err(ConnectionError::Protocol(code))
+        }
+    }
+
+    /// A store read of the session queue returned.
+    fn on_fetched(&mut self, r: Result<Pulled, LogError>) {
+        let pulled = match r {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(client = %self.client_id, %e, "reading the session queue failed; retrying in 1 s");
+                self.fetch_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        };
+        let client = self.client_id.clone();
+        let mut st = self.session.state.lock();
+        let Some(next) = st.stored.as_ref().map(|q| q.next) else {
+            return;
+        };
+        let got = !pulled.messages.is_empty() || pulled.next_offset > next;
+        tracing::debug!(
+            client = %self.client_id,
+            next,
+            read = pulled.messages.len(),
+            next_offset = pulled.next_offset,
+            subscriptions = st.subscriptions.len(),
+            "session queue read"
+        );
+        for pm in pulled.messages {
+            if pm.offset < next {
+                continue;
+            }
+            let msg = Arc::new(crate::broker::from_mqtt_message(
+                pm.message,
+                pm.stored_at_ms,
+            ));
+            if let Some(d) = own_delivery(&st.subscriptions, &client, msg, pm.offset) {
+                st.insert_stored(d, pm.offset);
+            }
+        }
+        if let Some(q) = st.stored.as_mut() {
+            q.examined = q.examined.max(pulled.next_offset);
+            q.end = q.end.max(pulled.next_offset);
+        }
+        drop(st);
+        if !got {
+            // Known to exist but not readable yet: try again shortly.
+            self.fetch_retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
         }
     }
 
@@ -543,7 +717,10 @@ impl Conn {
             let mut st = self.session.state.lock();
             if st.incoming_qos2.contains(&p.pkid) {
                 drop(st);
-                self.ack(p.qos, p.pkid, reason::SUCCESS);
+                // Still waiting for the disk: the first copy's PUBREC will answer.
+                if !self.acks.iter().any(|a| a.pkid == p.pkid) {
+                    self.ack(p.qos, p.pkid, reason::SUCCESS);
+                }
                 return Ok(());
             }
             if st.incoming_qos2.len() >= self.broker.config.receive_maximum as usize {
@@ -595,14 +772,28 @@ impl Conn {
             p.properties,
             Some(self.client_id.clone()),
         ));
-        let n = self.broker.publish(&msg);
-        let code = if n == 0 && self.protocol == Protocol::V5 {
-            reason::NO_MATCHING_SUBSCRIBERS
-        } else {
-            reason::SUCCESS
-        };
-        self.ack(msg.qos, p.pkid, code);
-        Ok(())
+        self.published = true;
+        match self.broker.publish(&msg) {
+            Ok((n, durable)) => {
+                let code = if n == 0 && self.protocol == Protocol::V5 {
+                    reason::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    reason::SUCCESS
+                };
+                match (msg.qos, durable) {
+                    (QoS::AtMostOnce, _) => {}
+                    (qos, Some(durable)) => self.acks.push_back(PendingAck {
+                        pkid: p.pkid,
+                        qos,
+                        code,
+                        durable,
+                    }),
+                    (qos, None) => self.ack(qos, p.pkid, code),
+                }
+                Ok(())
+            }
+            Err(e) => self.refuse_publish(msg.qos, p.pkid, &e),
+        }
     }
 
     fn on_pubrel(&mut self, a: Ack) {
@@ -621,7 +812,11 @@ impl Conn {
     fn on_ack(&mut self, pkid: u16, expected: OutState) {
         let mut st = self.session.state.lock();
         if st.inflight.get(&pkid).is_some_and(|i| i.state == expected) {
-            st.inflight.remove(&pkid);
+            if let Some(i) = st.inflight.remove(&pkid) {
+                if let (Some(o), Some(q)) = (i.delivery.lmq_offset, st.stored.as_mut()) {
+                    q.unacked.remove(&o);
+                }
+            }
         }
     }
 
@@ -636,12 +831,20 @@ impl Conn {
             }));
             return;
         };
+        // From PUBREC on the receiver owns the message: it counts as consumed.
+        let off = i.delivery.lmq_offset;
         if a.reason >= 0x80 {
             // The receiver refused it: the flow ends here.
             st.inflight.remove(&a.pkid);
+        } else {
+            i.state = OutState::AwaitPubComp;
+        }
+        if let (Some(o), Some(q)) = (off, st.stored.as_mut()) {
+            q.unacked.remove(&o);
+        }
+        if a.reason >= 0x80 {
             return;
         }
-        i.state = OutState::AwaitPubComp;
         drop(st);
         self.send(Packet::PubRel(Ack {
             pkid: a.pkid,
@@ -653,7 +856,7 @@ impl Conn {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
-            if !ferrymq_topics::valid_topic_filter(&f.filter) {
+            if !ferrymq_shared::valid_topic_filter(&f.filter) {
                 reasons.push(if self.protocol == Protocol::V5 {
                     reason::TOPIC_FILTER_INVALID
                 } else {
@@ -675,7 +878,7 @@ impl Conn {
                 });
                 continue;
             }
-            let shared = ferrymq_topics::parse_shared(&f.filter).is_some();
+            let shared = ferrymq_shared::parse_shared(&f.filter).is_some();
             if shared && f.no_local {
                 self.disconnect(reason::PROTOCOL_ERROR);
                 return Err(ConnectionError::Protocol(reason::PROTOCOL_ERROR));
@@ -705,10 +908,13 @@ impl Conn {
                         subscription_ids: s.subscription_identifier.into_iter().collect(),
                         msg: m,
                         shared: None,
+                        lmq_offset: None,
                     });
                 }
             }
         }
+        // Saved before SUBACK: a subscription the client was told about is on record.
+        self.broker.save_session(&self.session, true);
         self.send(Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,
@@ -732,6 +938,7 @@ impl Conn {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
+        self.broker.save_session(&self.session, true);
         self.send(Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             reasons,
@@ -743,13 +950,39 @@ impl Conn {
         let window = self.client_receive_max.min(self.broker.config.max_inflight) as usize;
         let now = Instant::now();
         let mut out: Vec<(Publish, bool)> = Vec::new();
+        let mut fetch = None;
         {
             let mut st = self.session.state.lock();
+            let st = &mut *st;
             while let Some(front) = st.queue.front() {
+                // Persistent sessions send their stored queue in offset order;
+                // a gap (in-memory copy dropped, or a restart) is read back.
+                if let (Some(o), Some(q)) = (front.lmq_offset, st.stored.as_mut()) {
+                    if o < q.next {
+                        st.queue.pop_front();
+                        continue;
+                    }
+                    if o > q.next {
+                        if q.examined >= o {
+                            // Read already: what is not queued was not for us.
+                            tracing::trace!(client = %self.client_id, from = q.next, to = o, "skipping examined offsets");
+                            q.next = o;
+                        } else {
+                            fetch = Some((q.next.max(q.examined), o));
+                            break;
+                        }
+                    }
+                }
                 if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                     break;
                 }
                 let Some(d) = st.queue.pop_front() else { break };
+                if let (Some(o), Some(q)) = (d.lmq_offset, st.stored.as_mut()) {
+                    q.next = o + 1;
+                    if d.qos != QoS::AtMostOnce && !d.msg.is_expired(now) {
+                        q.unacked.insert(o);
+                    }
+                }
                 if d.msg.is_expired(now) {
                     self.broker
                         .stats
@@ -780,7 +1013,30 @@ impl Conn {
                 };
                 out.push((to_publish(&d, pkid, false, now), d.qos != QoS::AtMostOnce));
             }
+            if let Some(q) = st.stored.as_mut() {
+                if fetch.is_none() && st.queue.is_empty() {
+                    if q.examined.min(q.end) > q.next {
+                        tracing::trace!(client = %self.client_id, from = q.next, to = q.examined.min(q.end), "skipping examined tail");
+                    }
+                    q.next = q.next.max(q.examined.min(q.end));
+                    if q.end > q.next {
+                        fetch = Some((q.next, q.end));
+                    }
+                }
+            }
         }
+        if let (Some((from, until)), None, None, Some(log)) = (
+            fetch,
+            self.fetching.as_ref(),
+            self.fetch_retry_at,
+            self.broker.log.as_ref(),
+        ) {
+            let room = window.saturating_sub(self.session.state.lock().inflight.len());
+            let max = room.clamp(1, 256).min((until - from).max(1) as usize);
+            tracing::debug!(client = %self.client_id, from, until, max, "reading the session queue");
+            self.fetching = Some(log.pull_session(&self.client_id, from, until, max));
+        }
+        self.broker.commit_session(&self.session);
         for (mut p, tracked) in out {
             self.apply_alias_out(&mut p);
             let pkid = p.pkid;
@@ -908,19 +1164,16 @@ impl Conn {
         }
         match expiry {
             Some(0) => broker.remove_session(&self.session),
-            Some(u32::MAX) | None => {}
+            None => {}
             Some(secs) => {
-                let session = self.session.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(secs as u64)).await;
-                    let expired = {
-                        let st = session.state.lock();
-                        st.generation == generation && st.connection.is_none()
-                    };
-                    if expired {
-                        broker.remove_session(&session);
-                    }
-                });
+                broker.save_session(&self.session, false);
+                if secs != u32::MAX {
+                    broker.expire_later(
+                        self.session.clone(),
+                        generation,
+                        Duration::from_secs(secs as u64),
+                    );
+                }
             }
         }
     }
@@ -935,7 +1188,9 @@ fn publish_will(broker: &Arc<Broker>, client: &ClientId, w: Will) {
         w.properties,
         Some(client.clone()),
     );
-    broker.publish(&Arc::new(msg));
+    if let Err(e) = broker.publish(&Arc::new(msg)) {
+        tracing::warn!(client = %client, %e, "will message not stored, not sent");
+    }
 }
 
 fn to_publish(d: &Delivery, pkid: u16, dup: bool, now: Instant) -> Publish {
@@ -997,4 +1252,59 @@ impl RateLimiter {
             || (self.byte_rate > 0 && self.bytes >= self.byte_rate);
         over.then(|| Duration::from_secs(1).saturating_sub(self.window_start.elapsed()))
     }
+}
+
+/// Wait for the oldest pending acknowledgement.
+async fn front_ack(acks: &mut VecDeque<PendingAck>) -> Result<(), LogError> {
+    match acks.front_mut() {
+        Some(p) => p.durable.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wait for the store read in progress.
+async fn poll_fetch(
+    fetching: &mut Option<BoxFuture<Result<Pulled, LogError>>>,
+) -> Result<Pulled, LogError> {
+    match fetching.as_mut() {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a message read back from the session's stored queue is delivered to
+/// this session now: its current subscriptions decide (the message was
+/// stored for them, but they may have changed since). None = not for us.
+fn own_delivery(
+    subs: &HashMap<String, SubOptions>,
+    client: &ClientId,
+    msg: Arc<RoutedMessage>,
+    offset: i64,
+) -> Option<Delivery> {
+    let mut qos = None;
+    let mut rap = false;
+    let mut ids = Vec::new();
+    for (filter, o) in subs {
+        if ferrymq_shared::parse_shared(filter).is_some()
+            || !ferrymq_shared::matches(&msg.topic, filter)
+            || (o.no_local && msg.publisher.as_ref() == Some(client))
+        {
+            continue;
+        }
+        let q = o.qos.min(msg.qos);
+        qos = Some(qos.map_or(q, |cur: QoS| cur.max(q)));
+        rap |= o.retain_as_published;
+        if let Some(id) = o.subscription_id {
+            ids.push(id);
+        }
+    }
+    let qos = qos?;
+    Some(Delivery {
+        retain: rap && msg.retain,
+        msg,
+        qos,
+        subscription_ids: ids,
+        shared: None,
+        lmq_offset: Some(offset),
+    })
 }

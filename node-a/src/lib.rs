@@ -2,9 +2,12 @@
 //!
 //! A QoS 1 publish: `listener` accepts the socket → `connection::serve` reads
 //! CONNECT and runs the loop → `protocol::codec` decodes the PUBLISH →
-//! `Conn::on_publish` → `Broker::route` matches the subscription trie and
-//! queues a `Delivery` on each receiving `Session` → that session's connection
-//! drains it to the wire within the receive maximum.
+//! `Conn::on_publish` → `Broker::publish` matches the subscription trie,
+//! appends the message through the L role (`ferrymq_shared::boundary::MessageLog`,
+//! when one is attached) and queues a `Delivery` on each receiving `Session`
+//! → the PUBACK waits in the connection's ack queue until the append is
+//! durable → each receiving connection drains its queue to the wire within
+//! the receive maximum; persistent sessions read gaps back from their stored queue.
 
 pub mod acl;
 pub mod auth;
@@ -19,4 +22,4 @@ pub mod tls;
 
 pub use broker::Broker;
 pub use config::NodeAConfig;
-pub use listener::{run, NodeA};
+pub use listener::{run, run_with_log, NodeA};

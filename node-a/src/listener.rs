@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use ferrymq_shared::boundary::MessageLog;
+
 use crate::broker::Broker;
 use crate::config::NodeAConfig;
 
@@ -55,11 +57,25 @@ impl NodeA {
     }
 }
 
-/// Bind the listener and start serving. Port 0 picks a free port (see `local_addr`).
+/// Bind the listener and start serving, messages in memory only. Port 0
+/// picks a free port (see `local_addr`).
 pub async fn run(config: NodeAConfig) -> std::io::Result<NodeA> {
+    run_with_log(config, None).await
+}
+
+/// Bind the listener and start serving; with `log`, every publish is stored
+/// through the L role before it is acknowledged, and persistent sessions and
+/// retained messages the L role kept are restored first.
+pub async fn run_with_log(
+    config: NodeAConfig,
+    log: Option<Arc<dyn MessageLog>>,
+) -> std::io::Result<NodeA> {
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let broker = Arc::new(Broker::load(config)?);
+    let mut broker = Broker::load(config)?;
+    broker.log = log;
+    let broker = Arc::new(broker);
+    broker.restore();
     let (tx, rx) = watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     let (tls_addr, accept_tls) = match &broker.config.tls {

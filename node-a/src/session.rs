@@ -107,6 +107,45 @@ pub struct Delivery {
     /// Set when the message came through a shared subscription `(group, filter)`:
     /// on member loss it is redistributed instead of waiting for this session.
     pub shared: Option<(Arc<str>, Arc<str>)>,
+    /// Offset in the session's stored queue, for persistent sessions: the
+    /// stored copy is the truth, this in-memory one a cache of it.
+    pub lmq_offset: Option<i64>,
+}
+
+/// Where a persistent session is in its stored queue (`%LMQ%<client id>`).
+/// Offsets below `next` were sent; `[next, examined)` were read from the store
+/// and whatever of them is not queued in memory was not for this client (No
+/// Local, unsubscribed since); `end` is one past the last offset known to exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredQueue {
+    /// Next offset to send.
+    pub next: i64,
+    /// Offsets below this were examined by a store read.
+    pub examined: i64,
+    /// One past the highest offset known to exist.
+    pub end: i64,
+    /// Offsets sent and not yet acknowledged.
+    pub unacked: std::collections::BTreeSet<i64>,
+    /// Last offset reported as consumed.
+    pub committed: i64,
+}
+
+impl StoredQueue {
+    /// A queue position starting at `committed`, with entries up to `end`.
+    pub fn new(committed: i64, end: i64) -> Self {
+        Self {
+            next: committed,
+            examined: committed,
+            end: end.max(committed),
+            unacked: Default::default(),
+            committed,
+        }
+    }
+
+    /// Everything below this offset was received by the client.
+    pub fn consumed_to(&self) -> i64 {
+        self.unacked.first().copied().unwrap_or(self.next)
+    }
 }
 
 /// Where an outgoing QoS 1/2 message is in its flow.
@@ -150,6 +189,8 @@ pub struct SessionState {
     pub expiry_secs: u32,
     /// Bumped on every attach, so stale expiry timers and wills can tell.
     pub generation: u64,
+    /// Set when the session is persisted by the L role.
+    pub stored: Option<StoredQueue>,
 }
 
 impl SessionState {
@@ -180,6 +221,17 @@ impl SessionState {
         moved
     }
 
+    /// Queue a delivery of stored-queue offset `off` in offset order
+    /// (publishers race between append and enqueue; store reads fill gaps).
+    pub fn insert_stored(&mut self, d: Delivery, off: i64) {
+        let at = self
+            .queue
+            .iter()
+            .rposition(|e| e.lmq_offset.is_none_or(|o| o < off))
+            .map_or(0, |i| i + 1);
+        self.queue.insert(at, d);
+    }
+
     /// A free packet id (1..=65535) not in flight.
     pub fn alloc_pkid(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
@@ -206,6 +258,9 @@ pub struct Session {
     pub notify: Notify,
     /// Messages dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Whether the L role persists this session (read on every publish that
+    /// matches it, so it is an atomic instead of a field behind the lock).
+    pub persistent: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -219,6 +274,7 @@ impl Session {
             }),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            persistent: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -227,6 +283,16 @@ impl Session {
     /// not queue QoS 0: one slow client costs only its own bounded queue.
     pub fn enqueue(&self, d: Delivery, max_queued: usize, queue_qos0_offline: bool) -> bool {
         let mut st = self.state.lock();
+        if let (Some(off), Some(q)) = (d.lmq_offset, st.stored.as_mut()) {
+            q.end = q.end.max(off + 1);
+            // Full: the stored copy is read back when the queue has room.
+            if st.queue.len() < max_queued {
+                st.insert_stored(d, off);
+            }
+            drop(st);
+            self.notify.notify_one();
+            return true;
+        }
         if st.connection.is_none() && d.qos == QoS::AtMostOnce && !queue_qos0_offline {
             return false;
         }

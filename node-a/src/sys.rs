@@ -61,7 +61,7 @@ pub fn publish_now(broker: &Arc<Broker>) {
             PublishProperties::default(),
             None,
         );
-        broker.publish(&Arc::new(msg));
+        broker.publish_local(&Arc::new(msg));
     }
 }
 

@@ -58,7 +58,7 @@ impl QueueOffsets {
         &self.key
     }
 
-    fn peek(&mut self, topic: &str, queue_id: i32) -> i64 {
+    pub(crate) fn peek(&mut self, topic: &str, queue_id: i32) -> i64 {
         self.key(topic, queue_id);
         self.table.get(self.key.as_str()).copied().unwrap_or(0)
     }

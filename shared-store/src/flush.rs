@@ -133,6 +133,17 @@ impl OffsetSignal {
         }
     }
 
+    /// How long the oldest SYNC_FLUSH waiter has waited (zero if none).
+    pub(crate) fn oldest_waiter_age(&self) -> Duration {
+        let w = self.waiters.lock();
+        let now = Instant::now();
+        w.list
+            .iter()
+            .map(|(_, t, _)| now.duration_since(*t))
+            .max()
+            .unwrap_or_default()
+    }
+
     pub(crate) fn flushed(&self) -> u64 {
         *self.flushed_tx.borrow()
     }

@@ -27,5 +27,5 @@ pub use message::{Message, Properties, StoredMessage};
 pub use msg_id::{decode_offset_msg_id, encode_offset_msg_id};
 pub use store::{
     GetResult, GetStatus, GotMessage, MessageStore, PutResult, PutStatus, RecoveryKind,
-    RetentionReport, StoreStats,
+    RetentionReport, StoreStats, Submitted,
 };

@@ -42,6 +42,39 @@ pub struct PutResult {
     pub append: AppendResult,
 }
 
+/// A message already in the log, possibly still waiting for durability.
+pub struct Submitted {
+    store: MessageStore,
+    /// Where the message landed.
+    pub append: AppendResult,
+    wait_for: Option<u64>,
+    started: Instant,
+}
+
+impl Submitted {
+    /// Wait for the configured durability (SYNC_FLUSH: the group-commit flush
+    /// covering the entry, or FLUSH_DISK_TIMEOUT after `syncFlushTimeout`).
+    pub async fn durable(self) -> PutResult {
+        let status = match self.wait_for {
+            Some(end) => {
+                if self.store.inner.flush.wait_flushed(end).await {
+                    PutStatus::PutOk
+                } else {
+                    metrics::counter!("ferrymq_store_flush_timeouts_total").increment(1);
+                    PutStatus::FlushDiskTimeout
+                }
+            }
+            None => PutStatus::PutOk,
+        };
+        metrics::histogram!("ferrymq_store_put_latency_seconds")
+            .record(self.started.elapsed().as_secs_f64());
+        PutResult {
+            status,
+            append: self.append,
+        }
+    }
+}
+
 /// Status of a get (RocketMQ's GetMessageStatus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetStatus {
@@ -159,6 +192,9 @@ struct Inner {
     closing: AtomicBool,
     stop: Arc<AtomicBool>,
     disk_full: AtomicBool,
+    /// f64 bits of the disk ratio the last retention check saw (statvfs is
+    /// too slow to call per publish).
+    last_ratio: AtomicU64,
     recovery: RecoveryKind,
     puts: AtomicU64,
     put_bytes: AtomicU64,
@@ -230,6 +266,7 @@ impl MessageStore {
             closing: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             disk_full: AtomicBool::new(false),
+            last_ratio: AtomicU64::new(0),
             recovery,
             puts: AtomicU64::new(0),
             put_bytes: AtomicU64::new(0),
@@ -292,6 +329,14 @@ impl MessageStore {
 
     /// Append a message; returns once it has the configured durability.
     pub async fn put_message(&self, msg: Message) -> Result<PutResult> {
+        Ok(self.submit_message(msg)?.durable().await)
+    }
+
+    /// Append a message now (its place in the log is fixed when this returns)
+    /// and hand back a [`Submitted`] whose [`Submitted::durable`] waits for the
+    /// configured durability. Callers that must keep their own order (an MQTT
+    /// connection's publishes) append in order and wait concurrently.
+    pub fn submit_message(&self, msg: Message) -> Result<Submitted> {
         let inner = &self.inner;
         if inner.closing.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
@@ -318,27 +363,44 @@ impl MessageStore {
         if inner.commit_log.needs_warming(end) {
             inner.warm.wake();
         }
-        let status = match inner.config.flush_disk_type {
+        let wait_for = match inner.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
                 inner.flush.wake();
-                if inner.flush.wait_flushed(end).await {
-                    PutStatus::PutOk
-                } else {
-                    metrics::counter!("ferrymq_store_flush_timeouts_total").increment(1);
-                    PutStatus::FlushDiskTimeout
-                }
+                Some(end)
             }
             FlushDiskType::AsyncFlush => {
                 let dirty = end.saturating_sub(inner.flush.flushed());
                 if dirty >= inner.config.flush_commit_log_least_pages * 4096 {
                     inner.flush.wake();
                 }
-                PutStatus::PutOk
+                None
             }
         };
-        metrics::histogram!("ferrymq_store_put_latency_seconds")
-            .record(started.elapsed().as_secs_f64());
-        Ok(PutResult { status, append })
+        Ok(Submitted {
+            store: self.clone(),
+            append,
+            wait_for,
+            started,
+        })
+    }
+
+    /// Bytes appended but not yet flushed, and the age of the oldest
+    /// SYNC_FLUSH put still waiting: how far flushing lags behind writes.
+    pub fn flush_lag(&self) -> (u64, Duration) {
+        let inner = &self.inner;
+        let unflushed = inner
+            .commit_log
+            .max_offset()
+            .saturating_sub(inner.flush.flushed());
+        (unflushed, inner.flush.oldest_waiter_age())
+    }
+
+    /// Disk usage ratio as retention sees it (the quota's, when configured, or
+    /// the filesystem's, whichever is higher).
+    pub fn disk_ratio(&self) -> f64 {
+        let inner = &self.inner;
+        let q = inner.quota_ratio().unwrap_or(0.0);
+        q.max(f64::from_bits(inner.last_ratio.load(Ordering::Relaxed)))
     }
 
     /// Up to `max_msgs` messages of (topic, queue) from `offset`, skipping those
@@ -473,6 +535,16 @@ impl MessageStore {
             GetStatus::NoMatchedMessage
         };
         r
+    }
+
+    /// Next queue offset the CommitLog will assign in (topic, queue): unlike
+    /// [`Self::max_offset_in_queue`] it counts appends not yet dispatched.
+    pub fn assigned_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
+        self.inner
+            .commit_log
+            .queue_offsets()
+            .peek(topic, queue_id)
+            .max(self.max_offset_in_queue(topic, queue_id))
     }
 
     /// Lowest readable offset of a queue (0 if it does not exist).
@@ -849,6 +921,7 @@ impl Inner {
 
     fn update_disk_state(&self) -> f64 {
         let ratio = self.disk_ratio();
+        self.last_ratio.store(ratio.to_bits(), Ordering::Relaxed);
         let full = ratio >= self.config.disk_hard_limit_ratio;
         if full != self.disk_full.swap(full, Ordering::AcqRel) {
             if full {

@@ -63,7 +63,7 @@
 //!
 //! Left to the broker (they need connection state): topic alias range, receive
 //! maximum, subscription identifiers in a client's PUBLISH, payload format
-//! indicator vs. payload, topic filter syntax (`ferrymq-topics`), whether an
+//! indicator vs. payload, topic filter syntax (`ferrymq-shared`), whether an
 //! AUTH's method matches the CONNECT's, and which packets a server may receive
 //! (CONNACK, SUBACK, … decode fine: the codec is symmetric).
 
@@ -294,7 +294,7 @@ const AUTH_PROPS: u64 = mask(&[
 ///   the body is buffered.
 ///
 /// Invalid topic *filters* are decoded as they are (the broker answers them with
-/// SUBACK/UNSUBACK reason 0x8F per filter, using `ferrymq-topics`); only
+/// SUBACK/UNSUBACK reason 0x8F per filter, using `ferrymq-shared`); only
 /// ill-formed UTF-8 and U+0000 in a filter make the packet malformed.
 pub fn decode(
     buf: &mut BytesMut,

@@ -1,4 +1,4 @@
-//! ferrymq-topics: the topic rules every ferrymq role must agree on.
+//! ferrymq-shared: the topic rules every ferrymq role must agree on.
 //!
 //! Front ends validate and match MQTT topics, routers index subscriptions,
 //! and the store maps MQTT topics onto RocketMQ topics, tags and queues. If
@@ -10,10 +10,12 @@
 //! - [`matching`]: the reference topic/filter matching rules.
 //! - [`trie`]: [`SubscriptionTrie`], the subscription index used on publish.
 //! - [`rocketmq`]: MQTT topic <-> RocketMQ (topic, tag) and queue selection.
+//! - [`boundary`]: the A → L boundary ([`boundary::MessageLog`]) and its data.
 //!
 //! The crate is pure logic without I/O or locking, so each role can embed
 //! it under whatever concurrency scheme it uses.
 
+pub mod boundary;
 pub mod matching;
 pub mod rocketmq;
 pub mod trie;
