@@ -38,7 +38,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_helpers import TIMEOUT, V5, Client, Msg, code, uid
+from mqtt_helpers import TIMEOUT, V311, V5, Client, Msg, code, uid
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("FERRYMQ_MQTT_ADDR")),
@@ -646,3 +646,38 @@ def test_disk_limits_slow_then_refuse_then_resume():
             f"e.g. {_sample(missing)}")
         refused_delivered = {s for s, rc in pub.acks.items() if rc >= 0x80} & received
         print(f"{len(refused_delivered)} refused messages were delivered anyway")
+
+
+def test_topic_config_persists_and_unknown_topics_are_refused():
+    """Topics auto-created by publishes are persisted: after a restart with
+    auto-create off (RocketMQ's autoCreateTopicEnable=false) the known topic
+    still takes publishes and an unknown one is refused with the configured
+    reason code (0x90 by default, 0x87 if asked). A topic with no RocketMQ
+    name (empty first level) is refused with 0x90 even with auto-create on.
+    A 3.1.1 publisher has no reason codes: its connection is closed instead
+    of a PUBACK that would claim the message was stored."""
+    with Ferry("topics", {}) as ferry:
+        addr = ferry.start()
+        pub = ferry.client(addr).connect()
+        assert pub.publish("orders/paid", b"1", qos=1) < 0x80
+        assert pub.publish("/leading/slash", b"1", qos=1) == 0x90
+
+        ferry.kill9()
+        ferry.env["FERRYMQ_BROKER__AUTOCREATETOPICENABLE"] = "false"
+        addr = ferry.start()
+        pub = ferry.client(addr).connect()
+        assert pub.publish("orders/refunded", b"2", qos=1) < 0x80, "persisted topic lost"
+        assert pub.publish("unknown/x", b"3", qos=1) == 0x90
+
+        v3 = Client(addr, V311)
+        ferry._closers.append(v3.close)
+        v3.connect()
+        v3.publish("unknown/y", b"4", qos=1, wait=False)
+        assert v3.disconnected.wait(10), "3.1.1 publisher to an unknown topic was not disconnected"
+        assert not v3._pubacks, f"3.1.1 publisher got a PUBACK for a refused message: {v3._pubacks}"
+
+        ferry.kill9()
+        ferry.env["FERRYMQ_BROKER__UNKNOWNTOPICREASONCODE"] = "135"
+        addr = ferry.start()
+        pub = ferry.client(addr).connect()
+        assert pub.publish("unknown/x", b"5", qos=1) == 0x87
