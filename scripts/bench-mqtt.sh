@@ -145,7 +145,7 @@ max_connection_rate = 1000000
 max_queued_messages = 100000
 max_inflight = 65535
 EOF
-      "$BIN" standalone --config "$dir/ferrymq.toml" --mqtt 127.0.0.1:0 --metrics 127.0.0.1:0 \
+      "$BIN" standalone --config "$dir/ferrymq.toml" --mqtt 127.0.0.1:0 --metrics 127.0.0.1:0 --namesrv 127.0.0.1:0 --broker 127.0.0.1:0 \
         --data-dir "$dir/data" > "$dir/stdout.log" 2> "$dir/stderr.log" &
       BROKER_PID=$!
       STARTED_PIDS+=("$BROKER_PID")

@@ -54,6 +54,12 @@ pub struct StandaloneArgs {
     /// MQTT/TLS listener (overrides mqtt.tls.listen; needs [mqtt.tls] certificates).
     #[arg(long, value_name = "ADDR")]
     pub mqtts: Option<SocketAddr>,
+    /// RocketMQ NameServer listener (overrides gateway.namesrvListen, default 0.0.0.0:9876).
+    #[arg(long, value_name = "ADDR")]
+    pub namesrv: Option<SocketAddr>,
+    /// RocketMQ Broker listener (overrides gateway.brokerListen, default 0.0.0.0:10911).
+    #[arg(long, value_name = "ADDR")]
+    pub broker: Option<SocketAddr>,
 }
 
 /// Arguments of `ferrymq passwd`.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use gateway::GatewayConfig;
 use node_a::NodeAConfig;
 use node_l::LConfig;
 use serde::de::{self, Deserialize, Visitor};
@@ -25,6 +26,8 @@ pub struct Settings {
     pub mqtt: NodeAConfig,
     /// The `[broker]` section (the L role: topics, offsets, sessions).
     pub broker: LConfig,
+    /// The `[gateway]` section (RocketMQ NameServer and Broker roles).
+    pub gateway: GatewayConfig,
 }
 
 /// Where settings come from.
@@ -44,6 +47,7 @@ impl Settings {
         let mut store = Map::new();
         let mut mqtt = Map::new();
         let mut broker = Map::new();
+        let mut gateway = Map::new();
         if let Some(path) = src.file {
             let file = Config::builder()
                 .add_source(File::from(path).format(FileFormat::Toml).required(true))
@@ -80,6 +84,16 @@ impl Settings {
         let broker: LConfig = Value::new(None, ValueKind::Table(broker))
             .try_deserialize()
             .context("invalid [broker] settings")?;
+        merge_section(
+            &mut gateway,
+            &env,
+            "gateway",
+            fields_of::<GatewayConfig>(),
+            "the environment",
+        )?;
+        let gateway: GatewayConfig = Value::new(None, ValueKind::Table(gateway))
+            .try_deserialize()
+            .context("invalid [gateway] settings")?;
         let mqtt: NodeAConfig = Value::new(None, ValueKind::Table(mqtt))
             .try_deserialize()
             .context("invalid [mqtt] settings")?;
@@ -95,6 +109,7 @@ impl Settings {
             store,
             mqtt,
             broker,
+            gateway,
         })
     }
 }
@@ -280,5 +295,6 @@ mod example_file {
         assert_eq!(s.mqtt.listen, NodeAConfig::default().listen);
         assert!(s.mqtt.tls.is_none());
         assert_eq!(s.broker, LConfig::default());
+        assert_eq!(s.gateway, GatewayConfig::default());
     }
 }

@@ -1,7 +1,8 @@
 //! `ferrymq standalone`: one broker node: the store, the L role on it (every
 //! acknowledged MQTT message, persistent session and retained message is in
 //! the store), the A node (MQTT and MQTT/TLS listeners) reaching the L role
-//! in-process, and the metrics endpoint. The RocketMQ gateway comes next.
+//! in-process, the RocketMQ gateway (NameServer and Broker roles) on the same
+//! store, and the metrics endpoint.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -66,6 +67,17 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         .await
         .context("starting the MQTT listener")?;
 
+    let mut gw_cfg = settings.gateway.clone();
+    if let Some(a) = args.namesrv {
+        gw_cfg.namesrv_listen = a;
+    }
+    if let Some(a) = args.broker {
+        gw_cfg.broker_listen = a;
+    }
+    let gw = gateway::run(gw_cfg, lnode.clone(), Some(node.broker.clone()))
+        .await
+        .context("starting the RocketMQ gateway (namesrv and broker listeners)")?;
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "ferrymq {} standalone", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "  data dir:    {}", args.data_dir.display())?;
@@ -95,10 +107,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         node.broker.session_count(),
         node.broker.retained_count()
     )?;
-    writeln!(
-        out,
-        "  not yet:     RocketMQ gateway (namesrv/broker ports)"
-    )?;
+    writeln!(out, "  namesrv:     {}", gw.namesrv_addr)?;
+    writeln!(out, "  broker:      {}", gw.broker_addr)?;
     writeln!(out, "ferrymq ready")?;
     out.flush()?;
     drop(out);
@@ -108,6 +118,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = which, "shutting down");
+    gw.shutdown().await;
     node.shutdown().await;
     if let Err(e) = lnode.shutdown() {
         tracing::error!(%e, "writing the L role's tables at shutdown");

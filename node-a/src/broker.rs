@@ -446,6 +446,25 @@ impl Broker {
         Ok((self.deliver(msg, targets, &offsets), durable))
     }
 
+    /// Route a message that another front end stores itself (the RocketMQ
+    /// gateway): `append` receives the persistent sessions that also want it
+    /// in their stored queues and returns their offsets, in order. Nothing is
+    /// delivered when `append` fails.
+    pub fn publish_external<E>(
+        &self,
+        msg: &Arc<RoutedMessage>,
+        append: impl FnOnce(Vec<String>) -> Result<Vec<i64>, E>,
+    ) -> Result<usize, E> {
+        let targets = self.plan(msg);
+        let sessions = targets
+            .iter()
+            .filter(|t| t.stored)
+            .map(|t| t.session.client_id.to_string())
+            .collect();
+        let offsets = append(sessions)?;
+        Ok(self.deliver(msg, targets, &offsets))
+    }
+
     /// Retain and route a message that is never stored (`$SYS`).
     pub fn publish_local(&self, msg: &Arc<RoutedMessage>) -> usize {
         if msg.retain {

@@ -127,6 +127,11 @@ impl LNode {
         Ok(Self { inner })
     }
 
+    /// The role's settings.
+    pub fn config(&self) -> &LConfig {
+        &self.inner.config
+    }
+
     /// The store.
     pub fn store(&self) -> &MessageStore {
         &self.inner.store

@@ -5,7 +5,7 @@ Which broker the suite talks to, first match wins:
 1. ``FERRYMQ_MQTT_ADDR=host:port``: an already running broker (nothing is
    started or stopped).
 2. ``FERRYMQ_BIN``: ``$FERRYMQ_BIN standalone --data-dir DIR --mqtt 127.0.0.1:0
-   --metrics 127.0.0.1:0`` (no fallback: a binary named on purpose is used).
+   --metrics 127.0.0.1:0 --namesrv 127.0.0.1:0 --broker 127.0.0.1:0`` (no fallback: a binary named on purpose is used).
 3. ``$CARGO_TARGET_DIR/debug/ferrymq`` (``CARGO_TARGET_DIR`` defaults to
    ``~/.cache/ferrymq/target``) run the same way, if its ``standalone --help``
    knows ``--mqtt``.
@@ -74,6 +74,10 @@ def _broker_command(data_dir: str) -> list[str]:
         "--mqtt",
         "127.0.0.1:0",
         "--metrics",
+        "127.0.0.1:0",
+        "--namesrv",
+        "127.0.0.1:0",
+        "--broker",
         "127.0.0.1:0",
     ]
     explicit = os.environ.get("FERRYMQ_BIN")

@@ -155,7 +155,8 @@ class Ferry:
             log.flush()
             proc = subprocess.Popen(
                 [binary, "standalone", "--data-dir", self.data_dir,
-                 "--mqtt", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+                 "--mqtt", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                 "--namesrv", "127.0.0.1:0", "--broker", "127.0.0.1:0"],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                 cwd=self.tmp, env=self.env,
             )

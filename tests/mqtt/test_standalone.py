@@ -31,7 +31,8 @@ def standalone():
         pytest.skip("needs its own broker process")
     data = tempfile.mkdtemp(prefix="ferrymq-standalone-test-")
     proc = subprocess.Popen(
-        [_binary(), "standalone", "--data-dir", data, "--mqtt", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        [_binary(), "standalone", "--data-dir", data, "--mqtt", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+         "--namesrv", "127.0.0.1:0", "--broker", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,152 @@
+//! gateway: the Apache RocketMQ 4.x remoting protocol over ferrymq's store, so
+//! unmodified RocketMQ clients produce to and consume from the topics devices
+//! publish on.
+//!
+//! - [`remoting`]: frames, JSON and binary headers.
+//! - [`codes`]: request and response codes.
+//! - [`server`]: connections (bounded requests and write queues per client).
+//! - [`namesrv`]: the NameServer role (routes point at this gateway).
+//! - [`broker`]: the Broker role's dispatch and small requests.
+//! - [`send`]: sends and the one put path (delay, half messages, MQTT delivery).
+//! - [`pull`]: pulls with long polling and tag filtering.
+//! - [`clients`]: producer/consumer groups from heartbeats, rebalance notices.
+//! - [`locks`]: queue locks of orderly consumers.
+//! - [`schedule`]: delay levels.
+//! - [`transaction`]: half messages, END_TRANSACTION, checks.
+//!
+//! The gateway reaches the store through the L role's in-process API
+//! ([`node_l::LNode`]) and MQTT subscribers through the A node's
+//! [`node_a::Broker::publish_external`]; both are the calls a cluster
+//! transport would carry.
+
+pub mod broker;
+pub mod clients;
+pub mod codes;
+pub mod config;
+pub mod locks;
+pub mod namesrv;
+pub mod pull;
+pub mod remoting;
+pub mod schedule;
+pub mod send;
+pub mod server;
+pub mod state;
+pub mod transaction;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::GatewayConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running gateway.
+pub struct Gateway {
+    /// NameServer listener address.
+    pub namesrv_addr: SocketAddr,
+    /// Broker listener address.
+    pub broker_addr: SocketAddr,
+    /// Shared state (for tests and admin).
+    pub shared: Arc<state::Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Stop listening and stop the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Bind both listeners and start serving on the L role's store; with `mqtt`,
+/// messages sent by RocketMQ clients reach MQTT subscribers too.
+pub async fn run(
+    config: GatewayConfig,
+    l: node_l::LNode,
+    mqtt: Option<Arc<node_a::Broker>>,
+) -> std::io::Result<Gateway> {
+    let ns = TcpListener::bind(config.namesrv_listen).await?;
+    let br = TcpListener::bind(config.broker_listen).await?;
+    let namesrv_addr = ns.local_addr()?;
+    let broker_listen = br.local_addr()?;
+    let advertised = config.broker_advertised_addr.unwrap_or_else(|| {
+        if broker_listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), broker_listen.port())
+        } else {
+            broker_listen
+        }
+    });
+    let delay_levels = config.delay_levels();
+    let store = l.store().clone();
+    let mut shared = state::Shared {
+        config: config.clone(),
+        l,
+        store,
+        mqtt,
+        broker_addr: advertised,
+        clients: clients::Registry::default(),
+        locks: locks::QueueLocks::default(),
+        delay_levels,
+        tx: transaction::Transactions::default(),
+    };
+    shared.tx = transaction::Transactions::load(&shared);
+    let shared = Arc::new(shared);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(server::serve(
+        ns,
+        Arc::new(namesrv::NameServer {
+            shared: shared.clone(),
+        }),
+        config.max_frame_bytes,
+        config.max_requests_per_connection,
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(server::serve(
+        br,
+        Arc::new(broker::BrokerRole {
+            shared: shared.clone(),
+        }),
+        config.max_frame_bytes,
+        config.max_requests_per_connection,
+        stop_rx.clone(),
+    )));
+    for level in 1..=shared.delay_levels.len() {
+        tasks.push(tokio::spawn(schedule::level_loop(
+            shared.clone(),
+            level,
+            stop_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(transaction::check_loop(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
+    let s = shared.clone();
+    let mut st = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let timeout = Duration::from_millis(s.config.channel_expired_timeout);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = st.changed() => return,
+            }
+            for id in s.clients.expire(timeout) {
+                s.locks.release_client(&id);
+            }
+        }
+    }));
+    Ok(Gateway {
+        namesrv_addr,
+        broker_addr: advertised,
+        shared,
+        stop,
+        tasks,
+    })
+}
