@@ -33,6 +33,21 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let metrics_addr = install_metrics(args.metrics)?;
     metrics::gauge!("ferrymq_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
+    // The gateway's listeners are bound first: its address is the store host
+    // written into every message id, where RocketMQ clients send retries.
+    let mut gw_cfg = settings.gateway.clone();
+    if let Some(a) = args.namesrv {
+        gw_cfg.namesrv_listen = a;
+    }
+    if let Some(a) = args.broker {
+        gw_cfg.broker_listen = a;
+    }
+    let gw_bound = gateway::bind(gw_cfg)
+        .await
+        .context("binding the RocketMQ gateway (namesrv and broker listeners)")?;
+    let mut settings = settings;
+    settings.store.store_host = gw_bound.advertised;
+
     let store_cfg = settings.store.clone();
     let opened = Instant::now();
     let store = tokio::task::spawn_blocking(move || MessageStore::open(store_cfg))
@@ -67,14 +82,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         .await
         .context("starting the MQTT listener")?;
 
-    let mut gw_cfg = settings.gateway.clone();
-    if let Some(a) = args.namesrv {
-        gw_cfg.namesrv_listen = a;
-    }
-    if let Some(a) = args.broker {
-        gw_cfg.broker_listen = a;
-    }
-    let gw = gateway::run(gw_cfg, lnode.clone(), Some(node.broker.clone()))
+    let gw = gateway::start(gw_bound, lnode.clone(), Some(node.broker.clone()))
         .await
         .context("starting the RocketMQ gateway (namesrv and broker listeners)")?;
 

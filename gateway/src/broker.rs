@@ -23,6 +23,7 @@ pub struct BrokerRole {
 impl Handler for BrokerRole {
     fn handle(self: Arc<Self>, conn: Arc<Conn>, req: Command) -> BoxFuture<Option<Command>> {
         Box::pin(async move {
+            tracing::trace!(code = req.code, language = %req.language, ext = ?req.ext, body = req.body.len(), "request");
             let s = self.shared.clone();
             let r = match req.code {
                 request::SEND_MESSAGE => send::handle(s, conn, req, false, false).await,

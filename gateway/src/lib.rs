@@ -64,6 +64,37 @@ impl Gateway {
     }
 }
 
+/// Both listeners, bound: the broker's address is known before the store
+/// opens, so it can be the store host written into every message (clients
+/// send retries to the address in a message's id).
+pub struct Bound {
+    config: GatewayConfig,
+    namesrv: TcpListener,
+    broker: TcpListener,
+    /// Address routes and message ids point clients to.
+    pub advertised: SocketAddr,
+}
+
+/// Bind the NameServer and Broker listeners.
+pub async fn bind(config: GatewayConfig) -> std::io::Result<Bound> {
+    let namesrv = TcpListener::bind(config.namesrv_listen).await?;
+    let broker = TcpListener::bind(config.broker_listen).await?;
+    let listen = broker.local_addr()?;
+    let advertised = config.broker_advertised_addr.unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+        } else {
+            listen
+        }
+    });
+    Ok(Bound {
+        config,
+        namesrv,
+        broker,
+        advertised,
+    })
+}
+
 /// Bind both listeners and start serving on the L role's store; with `mqtt`,
 /// messages sent by RocketMQ clients reach MQTT subscribers too.
 pub async fn run(
@@ -71,17 +102,22 @@ pub async fn run(
     l: node_l::LNode,
     mqtt: Option<Arc<node_a::Broker>>,
 ) -> std::io::Result<Gateway> {
-    let ns = TcpListener::bind(config.namesrv_listen).await?;
-    let br = TcpListener::bind(config.broker_listen).await?;
+    start(bind(config).await?, l, mqtt).await
+}
+
+/// Start serving on listeners bound by [`bind`].
+pub async fn start(
+    bound: Bound,
+    l: node_l::LNode,
+    mqtt: Option<Arc<node_a::Broker>>,
+) -> std::io::Result<Gateway> {
+    let Bound {
+        config,
+        namesrv: ns,
+        broker: br,
+        advertised,
+    } = bound;
     let namesrv_addr = ns.local_addr()?;
-    let broker_listen = br.local_addr()?;
-    let advertised = config.broker_advertised_addr.unwrap_or_else(|| {
-        if broker_listen.ip().is_unspecified() {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), broker_listen.port())
-        } else {
-            broker_listen
-        }
-    });
     let delay_levels = config.delay_levels();
     let store = l.store().clone();
     let mut shared = state::Shared {

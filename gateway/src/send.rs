@@ -137,6 +137,13 @@ async fn send(
     batch: bool,
 ) -> Result<Command, PutError> {
     let h = parse_header(req, v2)?;
+    // The C++ client sends batches as SEND_MESSAGE with `batch` = "1".
+    let batch_field = if v2 {
+        req.field("m").or(req.field("batch"))
+    } else {
+        req.field("batch")
+    };
+    let batch = batch || matches!(batch_field, Some("1") | Some("true"));
     if is_system_topic(&h.topic) && !h.topic.starts_with("%RETRY%") {
         return Err(PutError::new(
             response::MESSAGE_ILLEGAL,
@@ -200,6 +207,7 @@ async fn send(
     if messages.is_empty() {
         return Err(PutError::new(response::MESSAGE_ILLEGAL, "empty batch"));
     }
+    tracing::trace!(batch, n = messages.len(), first_body = messages[0].body.len(), raw = ?&req.body[..req.body.len().min(64)], "send decoded");
     let mut results = Vec::with_capacity(messages.len());
     let mut ids = Vec::with_capacity(messages.len());
     for m in messages {

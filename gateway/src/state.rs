@@ -59,6 +59,12 @@ impl Shared {
 
     /// TopicRouteData JSON for `topic`, or None if it does not exist.
     pub fn route(&self, topic: &str) -> Option<String> {
+        // A push consumer looks up its group's retry topic before its first
+        // heartbeat reaches us; RocketMQ clients refresh routes only every
+        // 30 s, so the retry topic is made on first sight.
+        if topic.starts_with("%RETRY%") && self.l.topics().get(topic).is_none() {
+            let _ = self.l.topics().put(TopicConfig::new(topic, 1));
+        }
         let (read, write, perm) = match self.l.topics().get(topic) {
             Some(t) => (t.read_queue_nums, t.write_queue_nums, t.perm),
             None if topic == AUTO_CREATE_TOPIC_KEY && self.l.config().auto_create_topic_enable => {
