@@ -41,10 +41,14 @@ fi
 # libFuzzer reports every new input; keep its last lines (pipefail keeps its status).
 node-a/fuzz/run.sh "${FERRYMQ_FUZZ_SECS:-20}" 2>&1 | tail -n 15
 
-echo "== MQTT conformance (paho-mqtt 2.x)"
+echo "== MQTT conformance and durability (paho-mqtt 2.x)"
 venv="$cache/venv"
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)' 2>/dev/null; then
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import paho.mqtt, rocketmq.client, sys; sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'paho-mqtt>=2,<3' pytest
+  # rocketmq 0.4.4's wheel bundles the official C++ client (librocketmq.so).
+  "$venv/bin/pip" install -q 'paho-mqtt>=2,<3' pytest 'rocketmq==0.4.4'
 fi
 "$venv/bin/pytest" -q tests/mqtt
+
+echo "== RocketMQ gateway (official C++ client via PyPI rocketmq 0.4.4)"
+"$venv/bin/pytest" -q tests/rocketmq

@@ -35,11 +35,23 @@ pub async fn handle(shared: Arc<Shared>, req: Command) -> Command {
     let suspend_ms = int("suspendTimeoutMillis").unwrap_or(0).max(0) as u64;
 
     let Some(cfg) = shared.l.topics().get(&topic) else {
-        return Command::response_to(
+        // The C++ push consumer re-pulls at once after any answer: an error
+        // here would make it spin. Nothing to read yet is what it gets, after
+        // the usual suspension (the topic may be created meanwhile).
+        let wait = suspend_ms.min(shared.config.long_polling_max_millis);
+        if sys_flag & FLAG_SUSPEND != 0 && wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        let mut r = Command::response_to(
             &req,
-            response::TOPIC_NOT_EXIST,
+            response::PULL_NOT_FOUND,
             Some(format!("topic[{topic}] not exist, apply first please!")),
         );
+        r.set("nextBeginOffset", offset)
+            .set("minOffset", 0)
+            .set("maxOffset", 0)
+            .set("suggestWhichBrokerId", 0);
+        return r;
     };
     if cfg.perm & node_l::topic_config::PERM_READ == 0 {
         return Command::response_to(

@@ -127,14 +127,14 @@ impl Command {
         if let Some(r) = &self.remark {
             m.insert("remark".into(), r.clone().into());
         }
-        if !self.ext.is_empty() {
-            let ext: serde_json::Map<String, Value> = self
-                .ext
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            m.insert("extFields".into(), Value::Object(ext));
-        }
+        // Always present, even empty: the C++ client crashes on a response
+        // without it. Values are strings: it ignores numbers.
+        let ext: serde_json::Map<String, Value> = self
+            .ext
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        m.insert("extFields".into(), Value::Object(ext));
         m.insert("serializeTypeCurrentRPC".into(), "JSON".into());
         serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
     }

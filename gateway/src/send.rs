@@ -323,6 +323,18 @@ pub fn put(shared: &Shared, mut msg: Message) -> Result<Submitted, PutError> {
     if is_system_topic(&msg.topic) || !valid_topic_name(&view.topic) {
         return store.submit_message(msg).map_err(store_error);
     }
+    let mut view = view;
+    if msg.sys_flag & message::SYSFLAG_COMPRESSED != 0 {
+        // RocketMQ clients zlib-compress large bodies (the C++ client from
+        // 4 KiB); RocketMQ consumers inflate them, MQTT devices cannot.
+        match inflate(&msg.body) {
+            Some(b) => view.payload = b,
+            None => {
+                tracing::warn!(topic = %msg.topic, "compressed body does not inflate; not delivered over MQTT");
+                return store.submit_message(msg).map_err(store_error);
+            }
+        }
+    }
     let routed = Arc::new(node_a::broker::from_mqtt_message(
         view,
         message::now_millis(),
@@ -340,6 +352,17 @@ pub fn put(shared: &Shared, mut msg: Message) -> Result<Submitted, PutError> {
         Ok::<_, PutError>(offsets)
     })?;
     submitted.ok_or_else(|| PutError::new(response::SYSTEM_ERROR, "append did not run"))
+}
+
+/// A zlib-compressed body, inflated (bounded: at most 64 MiB).
+fn inflate(b: &[u8]) -> Option<Bytes> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(b)
+        .take(64 << 20)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(Bytes::from(out))
 }
 
 /// Park `msg` in `topic`/`queue`, remembering where it really goes.
