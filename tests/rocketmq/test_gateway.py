@@ -354,3 +354,152 @@ def test_malformed_frames_close_only_that_connection(broker):
         assert int(p.send_sync(message(uid("still"), "ok")).status) == 0
     finally:
         p.shutdown()
+
+
+def test_two_consumers_of_one_group_share_the_queues(broker):
+    """Clustering: two push consumers of one group split the topic's queues
+    (the gateway tells them when the group changes); each message is consumed
+    once by one of them."""
+    topic = uid("shared")
+    group = uid("CG")
+    p = producer(broker)
+    p.send_sync(message(topic, "creates-the-topic"))
+    a, b = Sink(), Sink()
+    ca = PushConsumer(group)
+    ca.set_namesrv_addr(broker.namesrv)
+    ca.set_instance_name("a")
+    cb = PushConsumer(group)
+    cb.set_namesrv_addr(broker.namesrv)
+    cb.set_instance_name("b")
+    for c, s in ((ca, a), (cb, b)):
+        c.subscribe(topic, s)
+        c.start()
+    try:
+        # Warm-ups until both consumers got one: then both own queues (the
+        # rebalance after the second joined is done) and the counted run starts.
+        n = 0
+        deadline = time.monotonic() + 30
+        while not (any(x.startswith("w") for x in a.bodies()) and any(x.startswith("w") for x in b.bodies())):
+            assert time.monotonic() < deadline, "the group never split its queues"
+            p.send_sync(message(topic, f"w{n}"))
+            n += 1
+            time.sleep(0.05)
+        for i in range(80):
+            p.send_sync(message(topic, f"s{i}"))
+        want = {f"s{i}" for i in range(80)}
+        wait_for(lambda: want <= set(a.bodies()) | set(b.bodies()), 30, "every message")
+        got_a = set(a.bodies()) & want
+        got_b = set(b.bodies()) & want
+        assert got_a and got_b, f"one consumer got nothing: {len(got_a)} / {len(got_b)}"
+        assert not got_a & got_b, f"consumed twice: {sorted(got_a & got_b)[:5]}"
+    finally:
+        ca.shutdown()
+        cb.shutdown()
+        p.shutdown()
+
+
+def test_broadcasting_consumers_each_get_everything(broker):
+    from rocketmq.client import MessageModel  # noqa: PLC0415 (only this test needs it)
+
+    topic = uid("bcast")
+    group = uid("CG")
+    p = producer(broker)
+    p.send_sync(message(topic, "creates-the-topic"))
+    sinks = [Sink(), Sink()]
+    cs = []
+    for i, s in enumerate(sinks):
+        c = PushConsumer(group, message_model=MessageModel.BROADCASTING)
+        c.set_namesrv_addr(broker.namesrv)
+        c.set_instance_name(f"b{i}")
+        c.subscribe(topic, s)
+        c.start()
+        cs.append(c)
+    try:
+        # Warm-ups until every consumer got one: each has its start offset.
+        n = 0
+        deadline = time.monotonic() + 30
+        while not all(any(x.startswith("w") for x in s.bodies()) for s in sinks):
+            assert time.monotonic() < deadline, "a broadcasting consumer never started"
+            p.send_sync(message(topic, f"w{n}"))
+            n += 1
+            time.sleep(0.05)
+        for i in range(20):
+            p.send_sync(message(topic, f"b{i}"))
+        want = {f"b{i}" for i in range(20)}
+        for s in sinks:
+            wait_for(lambda s=s: want <= set(s.bodies()), 30, "every message on every consumer")
+    finally:
+        for c in cs:
+            c.shutdown()
+        p.shutdown()
+
+
+def test_tag_expression_with_alternatives(broker):
+    topic = uid("tags")
+    p = producer(broker)
+    for i, tag in enumerate(["TagA", "TagB", "TagC", "TagA", "TagB", "TagC"]):
+        p.send_sync(message(topic, f"{tag}-{i}", tags=tag))
+    sink = Sink()
+    c = push_consumer(broker, uid("CG"), topic, sink, "TagA || TagB")
+    try:
+        wait_for(lambda: len(sink.got) >= 4, 30, "the TagA and TagB messages")
+        time.sleep(0.5)
+        assert sorted(sink.bodies()) == ["TagA-0", "TagA-3", "TagB-1", "TagB-4"]
+    finally:
+        c.shutdown()
+        p.shutdown()
+
+
+def test_orderly_per_key_over_ten_thousand_messages(broker):
+    """10,000 messages sent orderly over 8 sharding keys, consumed by an
+    orderly consumer: every key's messages arrive in send order."""
+    topic = uid("order10k")
+    p = producer(broker)
+    n, keys = 10_000, 8
+    for i in range(n):
+        r = p.send_orderly(message(topic, f"{i % keys}:{i}"), i % keys)
+        assert int(r.status) == 0
+    sink = Sink()
+    c = push_consumer(broker, uid("CG"), topic, sink, orderly=True)
+    try:
+        wait_for(lambda: len(set(sink.bodies())) >= n, 120, "all 10,000 messages", interval=0.2)
+        per_key: dict[int, list[int]] = {}
+        for b in sink.bodies():
+            k, i = b.split(":")
+            per_key.setdefault(int(k), []).append(int(i))
+        for k, seq in per_key.items():
+            first = []
+            seen = set()
+            for i in seq:
+                if i not in seen:
+                    seen.add(i)
+                    first.append(i)
+            assert first == sorted(first), f"key {k}: out of order"
+    finally:
+        c.shutdown()
+        p.shutdown()
+
+
+def test_default_delay_level_3_waits_ten_seconds():
+    """With RocketMQ's default levels, level 3 is 10 s: the message arrives no
+    earlier than 10 s after it was sent."""
+    b = Broker({"FERRYMQ_GATEWAY__MESSAGEDELAYLEVEL": "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"})
+    try:
+        b.start()
+        topic = uid("delay10")
+        p = producer(b)
+        sink = Sink()
+        p.send_sync(message(topic, "now"))
+        c = push_consumer(b, uid("CG"), topic, sink)
+        wait_for(lambda: "now" in sink.bodies(), 30, "the immediate message")
+        m = message(topic, "in-ten")
+        m.set_delay_time_level(3)
+        sent = time.monotonic()
+        p.send_sync(m)
+        wait_for(lambda: "in-ten" in sink.bodies(), 30, "the delayed message")
+        at = next(g["at"] for g in sink.got if g["body"] == "in-ten")
+        assert at - sent >= 9.9, f"arrived after {at - sent:.1f} s"
+        c.shutdown()
+        p.shutdown()
+    finally:
+        b.close()
