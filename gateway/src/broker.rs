@@ -250,6 +250,29 @@ impl BrokerRole {
                 json_body(req, json!({ "lockOKMQSet": set }))
             }
             request::CONSUMER_SEND_MSG_BACK => self.send_back(req),
+            request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                let v: Value = match serde_json::from_slice(&req.body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Command::response_to(
+                            req,
+                            response::SYSTEM_ERROR,
+                            Some(format!("subscription group body: {e}")),
+                        )
+                    }
+                };
+                match s.groups.put(v) {
+                    Ok(()) => ok(req),
+                    Err(e) => Command::response_to(req, response::SYSTEM_ERROR, Some(e)),
+                }
+            }
+            request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => json_body(req, s.groups.all_json()),
+            request::DELETE_SUBSCRIPTIONGROUP => {
+                match s.groups.remove(req.field("groupName").unwrap_or_default()) {
+                    Ok(()) => ok(req),
+                    Err(e) => Command::response_to(req, response::SYSTEM_ERROR, Some(e)),
+                }
+            }
             request::UPDATE_AND_CREATE_TOPIC => {
                 if topic.is_empty() || !ferrymq_shared::valid_rocketmq_topic(topic) {
                     return Command::response_to(
@@ -373,8 +396,13 @@ impl BrokerRole {
                 Some(format!("look message by offset failed, {off}")),
             );
         };
-        let max = int(req, "maxReconsumeTimes")
-            .map(|m| m as i32)
+        // As RocketMQ: the request's limit counts from client version 3.4.9
+        // (ordinal 121); older clients (the C++ client says 63) get the group's.
+        let from_request = int(req, "maxReconsumeTimes")
+            .filter(|m| *m >= 0 && req.version >= 121)
+            .map(|m| m as i32);
+        let max = from_request
+            .or_else(|| s.groups.retry_max_times(group))
             .unwrap_or(s.config.max_reconsume_times);
         let delay = int(req, "delayLevel").unwrap_or(0) as i32;
         let times = orig.message.reconsume_times + 1;

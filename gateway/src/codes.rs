@@ -44,6 +44,12 @@ pub mod request {
     pub const LOCK_BATCH_MQ: i32 = 41;
     /// Release queue locks.
     pub const UNLOCK_BATCH_MQ: i32 = 42;
+    /// Create or update a subscription group's config (retry limit).
+    pub const UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: i32 = 200;
+    /// Every subscription group's config.
+    pub const GET_ALL_SUBSCRIPTIONGROUP_CONFIG: i32 = 201;
+    /// Delete a subscription group's config.
+    pub const DELETE_SUBSCRIPTIONGROUP: i32 = 207;
     /// NameServer KV config lookup.
     pub const GET_KV_CONFIG: i32 = 101;
     /// NameServer: route of a topic.

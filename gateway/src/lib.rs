@@ -10,6 +10,7 @@
 //! - [`send`]: sends and the one put path (delay, half messages, MQTT delivery).
 //! - [`pull`]: pulls with long polling and tag filtering.
 //! - [`clients`]: producer/consumer groups from heartbeats, rebalance notices.
+//! - [`groups`]: subscription group configs (retry limits).
 //! - [`locks`]: queue locks of orderly consumers.
 //! - [`schedule`]: delay levels.
 //! - [`transaction`]: half messages, END_TRANSACTION, checks.
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod clients;
 pub mod codes;
 pub mod config;
+pub mod groups;
 pub mod locks;
 pub mod namesrv;
 pub mod pull;
@@ -120,6 +122,14 @@ pub async fn start(
     let namesrv_addr = ns.local_addr()?;
     let delay_levels = config.delay_levels();
     let store = l.store().clone();
+    let groups = groups::SubscriptionGroups::open(
+        store
+            .config()
+            .store_path
+            .join("config")
+            .join("subscriptionGroup.json"),
+    )
+    .map_err(std::io::Error::other)?;
     let mut shared = state::Shared {
         config: config.clone(),
         l,
@@ -130,6 +140,7 @@ pub async fn start(
         locks: locks::QueueLocks::default(),
         delay_levels,
         tx: transaction::Transactions::default(),
+        groups,
     };
     shared.tx = transaction::Transactions::load(&shared);
     let shared = Arc::new(shared);

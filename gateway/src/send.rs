@@ -146,13 +146,13 @@ async fn send(
     let batch = batch || matches!(batch_field, Some("1") | Some("true"));
     if is_system_topic(&h.topic) && !h.topic.starts_with("%RETRY%") {
         return Err(PutError::new(
-            response::MESSAGE_ILLEGAL,
+            response::SYSTEM_ERROR,
             format!("the topic[{}] is conflict with system topic", h.topic),
         ));
     }
     if !ferrymq_shared::valid_rocketmq_topic(&h.topic) {
         return Err(PutError::new(
-            response::MESSAGE_ILLEGAL,
+            response::SYSTEM_ERROR,
             format!(
                 "the specified topic[{}] contains illegal characters or is too long",
                 h.topic
@@ -197,6 +197,29 @@ async fn send(
     if let Some(m) = h.max_reconsume_times {
         base.properties.insert("MAX_RECONSUME_TIMES", m.to_string());
     }
+    base.properties
+        .insert("CLUSTER", shared.config.broker_cluster_name.clone());
+    if let Some(group) = h.topic.strip_prefix("%RETRY%") {
+        // A client that re-sends a failed message itself: past the group's
+        // limit it goes to the dead-letter queue, as RocketMQ does.
+        let max = h
+            .max_reconsume_times
+            .filter(|m| *m >= 0 && req.version >= 121)
+            .or_else(|| shared.groups.retry_max_times(group))
+            .unwrap_or(shared.config.max_reconsume_times);
+        if h.reconsume_times >= max {
+            let dlq = format!("%DLQ%{group}");
+            if shared.l.topics().get(&dlq).is_none() {
+                let _ = shared
+                    .l
+                    .topics()
+                    .put(node_l::topic_config::TopicConfig::new(&dlq, 1));
+            }
+            base.topic = dlq;
+            base.queue_id = 0;
+            base.properties.remove(property::DELAY);
+        }
+    }
     let messages = if batch {
         decode_batch(&req.body, &base)?
     } else {
@@ -210,10 +233,14 @@ async fn send(
     tracing::trace!(batch, n = messages.len(), first_body = messages[0].body.len(), raw = ?&req.body[..req.body.len().min(64)], "send decoded");
     let mut results = Vec::with_capacity(messages.len());
     let mut ids = Vec::with_capacity(messages.len());
+    let mut uniqs = Vec::with_capacity(messages.len());
     for m in messages {
         let uniq = m.properties.get(property::UNIQ_KEY).map(str::to_owned);
         let s = put(shared, m)?;
-        ids.push(uniq.unwrap_or_else(|| s.append.offset_msg_id.clone()));
+        // The response's msgId is the offsetMsgId (clients keep their own
+        // unique key as msgId; the transaction producer decodes this one).
+        ids.push(s.append.offset_msg_id.clone());
+        uniqs.push(uniq.unwrap_or_else(|| s.append.offset_msg_id.clone()));
         results.push(s);
     }
     let first = &results[0].append;
@@ -233,7 +260,7 @@ async fn send(
         .set("MSG_REGION", "DefaultRegion")
         .set("TRACE_ON", "true");
     if h.sys_flag & TX_TYPE_MASK == SYSFLAG_TRANSACTION_PREPARED {
-        r.set("transactionId", &msg_id);
+        r.set("transactionId", uniqs.join(","));
     }
     let _ = offset_msg_id;
     metrics::counter!("ferrymq_gateway_messages_sent_total").increment(ids.len() as u64);

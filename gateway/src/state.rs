@@ -38,6 +38,8 @@ pub struct Shared {
     pub delay_levels: Vec<u64>,
     /// Open transactions.
     pub tx: crate::transaction::Transactions,
+    /// Subscription group configs (`config/subscriptionGroup.json`).
+    pub groups: crate::groups::SubscriptionGroups,
 }
 
 impl Shared {

@@ -285,6 +285,31 @@ async fn query_by_key_view_by_id_and_binary_headers() {
     assert_eq!(r.code, response::SUCCESS);
     assert_eq!(bodies(&r.body)[0].0, "o2");
 
+    // Time lookups: the first message's store time, and the offset at or after a time.
+    let mut e = Command::request(request::GET_EARLIEST_MSG_STORETIME);
+    e.set("topic", "orders").set("queueId", 1);
+    let r = c.call(e).await;
+    assert_eq!(r.code, response::SUCCESS);
+    let first_ts: i64 = r
+        .field("timestamp")
+        .and_then(|t| t.parse().ok())
+        .expect("timestamp");
+    let mut t = Command::request(request::SEARCH_OFFSET_BY_TIMESTAMP);
+    t.set("topic", "orders")
+        .set("queueId", 1)
+        .set("timestamp", first_ts);
+    assert_eq!(c.call(t.clone()).await.field("offset"), Some("0"));
+    t.set("timestamp", i64::MAX / 2);
+    assert_eq!(c.call(t).await.field("offset"), Some("3"));
+
+    // Bad topic names are refused, the connection stays usable.
+    let r = c.call(send_req("bad/topic", 0, "x", &[], 0)).await;
+    assert_eq!(r.code, response::SYSTEM_ERROR);
+    let r = c
+        .call(send_req("SCHEDULE_TOPIC_XXXX", 0, "x", &[], 0))
+        .await;
+    assert_eq!(r.code, response::SYSTEM_ERROR);
+
     let mut unknown = Command::request(9999);
     unknown.set("x", 1);
     let r = c.call(unknown).await;
@@ -368,5 +393,54 @@ async fn long_poll_wakes_on_arrival_and_offsets_move() {
     d.set("topic", "admin_made");
     assert_eq!(c.call(d).await.code, response::SUCCESS);
     assert_eq!(ns.call(route).await.code, response::TOPIC_NOT_EXIST);
+    env.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscription_group_retry_limit_sends_to_dlq() {
+    let env = start(GatewayConfig {
+        message_delay_level: "1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s".into(),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(env.gw.broker_addr).await;
+    let mut g = Command::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP);
+    g.body = Bytes::from_static(br#"{"groupName":"G2","retryMaxTimes":1,"consumeEnable":true}"#);
+    assert_eq!(c.call(g).await.code, response::SUCCESS);
+    let r = c.call(send_req("work", 0, "job", &[], 0)).await;
+    let id = r.field("msgId").expect("msgId").to_owned();
+    let (_, offset) = shared_store::decode_offset_msg_id(&id).expect("offsetMsgId");
+    // An old client (the C++ one says version 63): the group's limit counts.
+    let back = |off: i64| {
+        let mut b = Command::request(request::CONSUMER_SEND_MSG_BACK);
+        b.version = 63;
+        b.set("offset", off).set("group", "G2").set("delayLevel", 0);
+        b
+    };
+    assert_eq!(c.call(back(offset)).await.code, response::SUCCESS);
+    // The retry copy (reconsume 1) is released to %RETRY%G2 after its delay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retry = loop {
+        env.gw.shared.store.dispatch_now().expect("dispatch");
+        let got = env.gw.shared.store.get_message("%RETRY%G2", 0, 0, 4, None);
+        if let Some(m) = got.messages.first() {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "no retry copy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let m = message::decode(&retry.data).expect("decode");
+    assert_eq!(m.message.reconsume_times, 1);
+    assert_eq!(m.message.properties.get("RETRY_TOPIC"), Some("work"));
+    // Failing again is past retryMaxTimes 1: dead letter.
+    assert_eq!(
+        c.call(back(retry.physical_offset)).await.code,
+        response::SUCCESS
+    );
+    env.gw.shared.store.dispatch_now().expect("dispatch");
+    let dlq = env.gw.shared.store.get_message("%DLQ%G2", 0, 0, 4, None);
+    assert_eq!(dlq.messages.len(), 1);
+    let d = message::decode(&dlq.messages[0].data).expect("decode");
+    assert_eq!(&d.message.body[..], b"job");
     env.gw.shutdown().await;
 }
