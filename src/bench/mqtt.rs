@@ -12,6 +12,10 @@
 //! (round robin, so 50,000 connections fit in the ephemeral port range), kept
 //! open, and the connect rate and the broker's RSS per connection are reported.
 //!
+//! At QoS 1/2 every publisher also measures the publish → acknowledgement latency:
+//! the time from rumqttc handing the PUBLISH to the socket (`Outgoing::Publish`)
+//! to its PUBACK (QoS 1) or PUBREC (QoS 2), keyed by packet id.
+//!
 //! With `--broker-pid` the broker's CPU seconds (utime + stime) over the measured
 //! window come from /proc/PID/stat. The last stdout line is `SUMMARY {json}`.
 
@@ -24,7 +28,9 @@ use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
@@ -108,7 +114,7 @@ pub struct MqttBenchArgs {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = TopicMode::Distinct)]
     pub topics: TopicMode,
     /// QoS of publishes and subscriptions.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
     /// Payload bytes per message (at least 24: the header).
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
@@ -122,7 +128,7 @@ pub struct MqttBenchArgs {
     /// Publish for this many seconds instead of a message count.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Outgoing QoS 1 publishes a client may have unacknowledged.
+    /// Outgoing QoS 1/2 publishes a client may have unacknowledged.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub inflight: u16,
     /// Keep alive of every client, seconds.
@@ -248,8 +254,10 @@ fn thousands(n: u64) -> String {
 struct Shared {
     /// Messages handed to the client library by publishers.
     sent: AtomicU64,
-    /// PUBACKs received by publishers.
+    /// Publishes acknowledged to publishers (PUBACK at QoS 1, PUBCOMP at QoS 2).
     acked: AtomicU64,
+    /// Nanoseconds (since epoch) of the last acknowledgement counted in `acked`.
+    last_ack_ns: AtomicU64,
     /// Benchmark payloads received by subscribers.
     received: AtomicU64,
     /// Connection errors after the client had connected.
@@ -282,10 +290,10 @@ struct SubResult {
 }
 
 fn qos_of(q: u8) -> QoS {
-    if q == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
     }
 }
 
@@ -443,9 +451,52 @@ async fn subscriber(
     Ok(res)
 }
 
+/// Publish → acknowledgement latency of one publisher: when each packet id went
+/// out (`Outgoing::Publish`), recorded into a histogram at its PUBACK (QoS 1) or
+/// PUBREC (QoS 2). rumqttc hands out packet ids 1..=inflight, so a flat array
+/// indexed by packet id is enough; a packet id reused before its ack (a
+/// reconnection resending it) just restarts its clock.
+struct AckClock {
+    /// Send time (ns since epoch) + 1 per packet id; 0 = nothing outstanding.
+    sent_at: Vec<u64>,
+    hist: Histogram<u64>,
+}
+
+impl AckClock {
+    fn new(inflight: u16) -> Result<Self> {
+        Ok(Self {
+            sent_at: vec![0; usize::from(inflight) + 2],
+            hist: new_hist()?,
+        })
+    }
+
+    fn sent(&mut self, pkid: u16, now_ns: u64) {
+        if pkid == 0 {
+            return;
+        }
+        let i = usize::from(pkid);
+        if i >= self.sent_at.len() {
+            self.sent_at.resize(i + 1, 0);
+        }
+        self.sent_at[i] = now_ns + 1;
+    }
+
+    fn acked(&mut self, pkid: u16, now_ns: u64) {
+        if let Some(t) = self.sent_at.get_mut(usize::from(pkid)) {
+            if *t != 0 {
+                let us = now_ns.saturating_sub(*t - 1) / 1000;
+                self.hist.saturating_record(us.max(1));
+                *t = 0;
+            }
+        }
+    }
+}
+
 /// Per-publisher outcome.
 struct PubResult {
     sent: u64,
+    /// The publisher's event loop task: ends at stop with its ack latencies.
+    acks: Option<tokio::task::JoinHandle<Option<Histogram<u64>>>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,19 +523,37 @@ async fn publisher(
     let ok = r.is_ok();
     let _ = ready.send(r);
     if !ok {
-        return Ok(PubResult { sent: 0 });
+        return Ok(PubResult {
+            sent: 0,
+            acks: None,
+        });
     }
-    // The event loop runs on its own task: it writes the publishes and counts PUBACKs.
+    // The event loop runs on its own task: it writes the publishes, counts the
+    // acknowledgements and times them.
     let el_shared = shared.clone();
     let mut el_stop = stop.clone();
+    let mut clock = AckClock::new(args.inflight.max(1))?;
+    let qos2 = args.qos == 2;
     let el_task = tokio::spawn(async move {
+        let now_ns = || epoch.elapsed().as_nanos() as u64;
+        let count_ack = |shared: &Shared, now: u64| {
+            shared.acked.fetch_add(1, Ordering::Relaxed);
+            shared.last_ack_ns.fetch_max(now, Ordering::Relaxed);
+        };
         loop {
             tokio::select! {
                 biased;
                 _ = el_stop.changed() => break,
                 ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        el_shared.acked.fetch_add(1, Ordering::Relaxed);
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => clock.sent(pkid, now_ns()),
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        let now = now_ns();
+                        clock.acked(a.pkid, now);
+                        count_ack(&el_shared, now);
+                    }
+                    Ok(Event::Incoming(Packet::PubRec(r))) => clock.acked(r.pkid, now_ns()),
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos2 => {
+                        count_ack(&el_shared, now_ns());
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -497,6 +566,7 @@ async fn publisher(
                 },
             }
         }
+        clock.hist
     });
 
     let Ok(t0) = start
@@ -505,7 +575,10 @@ async fn publisher(
         .map(|v| v.unwrap_or_else(Instant::now))
     else {
         el_task.abort();
-        return Ok(PubResult { sent: 0 });
+        return Ok(PubResult {
+            sent: 0,
+            acks: None,
+        });
     };
     let per_pub_rate = if args.rate > 0 {
         args.rate as f64 / f64::from(args.publishers.max(1))
@@ -552,11 +625,15 @@ async fn publisher(
         shared.last_send_ns.fetch_max(now, Ordering::Relaxed);
     }
     // Keep the event loop running (it flushes the queue and counts acks) until stop.
-    tokio::spawn(async move {
-        let _ = el_task.await;
+    let acks = tokio::spawn(async move {
+        let hist = el_task.await.ok();
         let _ = client.try_disconnect();
+        hist
     });
-    Ok(PubResult { sent: seq })
+    Ok(PubResult {
+        sent: seq,
+        acks: Some(acks),
+    })
 }
 
 /// Start `n` clients through `spawn`, wait until each has connected (or failed).
@@ -701,10 +778,14 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
 
     // Publishers finish their quota (or the duration).
     let mut sent_per_pub = vec![0u64; args.publishers as usize];
+    let mut ack_tasks = Vec::new();
     let publishing = async {
         for (i, h) in pubs.into_iter().enumerate() {
             match h.await {
-                Ok(Ok(r)) => sent_per_pub[i] = r.sent,
+                Ok(Ok(r)) => {
+                    sent_per_pub[i] = r.sent;
+                    ack_tasks.extend(r.acks);
+                }
                 Ok(Err(e)) => shared.error(format!("publisher {i}: {e}")),
                 Err(e) => shared.error(format!("publisher {i}: {e}")),
             }
@@ -736,7 +817,7 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
         })
         .sum();
 
-    // Drain: until everything arrived (and, at QoS 1, was acked), no progress
+    // Drain: until everything arrived (and, at QoS 1/2, was acked), no progress
     // for --drain-timeout, or the hard deadline.
     let drain_timeout = Duration::from_secs_f64(args.drain_timeout);
     let mut last_progress = Instant::now();
@@ -783,7 +864,25 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
             Err(e) => shared.error(format!("subscriber: {e}")),
         }
     }
+    let mut ack_hist = new_hist()?;
+    for h in ack_tasks {
+        if let Ok(Some(h)) = h.await {
+            ack_hist.add(&h).context("merging ack histograms")?;
+        }
+    }
     let acked = shared.acked.load(Ordering::Relaxed);
+    // Acknowledged publishes per second: acks over the time to the last ack.
+    let ack_secs = (acked > 0).then(|| {
+        shared
+            .last_ack_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(t0_ns) as f64
+            / 1e9
+    });
+    let acked_rate = match ack_secs {
+        Some(s) if s > 0.0 => acked as f64 / s,
+        _ => 0.0,
+    };
     let duplicates = received - unique;
     let lost = expected.saturating_sub(unique);
     let deliver_secs = last_ns.map(|l| l.saturating_sub(t0_ns) as f64 / 1e9);
@@ -804,6 +903,11 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
         }
     };
     let (p50, p99, p999) = (ms(0.50), ms(0.99), ms(0.999));
+    let ack_ms = |q: f64| -> Option<f64> {
+        (!ack_hist.is_empty()).then(|| round(ack_hist.value_at_quantile(q) as f64 / 1000.0, 3))
+    };
+    let (ack_p50, ack_p99, ack_p999) = (ack_ms(0.50), ack_ms(0.99), ack_ms(0.999));
+    let ack_max = (!ack_hist.is_empty()).then(|| round(ack_hist.max() as f64 / 1000.0, 3));
     let max_ms = if hist.is_empty() {
         0.0
     } else {
@@ -832,12 +936,28 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
         thousands(sent),
         publish_secs,
         thousands(publish_rate as u64),
-        if args.qos == 1 {
-            format!(" ({} PUBACKs)", thousands(acked))
-        } else {
-            String::new()
+        match args.qos {
+            0 => String::new(),
+            1 => format!(" ({} PUBACKs)", thousands(acked)),
+            _ => format!(" ({} PUBCOMPs)", thousands(acked)),
         }
     );
+    if args.qos > 0 {
+        println!(
+            "  acked       {} msgs in {:.3} s = {} msgs/s acknowledged",
+            thousands(acked),
+            ack_secs.unwrap_or_default(),
+            thousands(acked_rate as u64)
+        );
+        match (ack_p50, ack_p99, ack_p999, ack_max) {
+            (Some(a), Some(b), Some(c), Some(d)) => println!(
+                "  ack latency p50 {a:.3} ms   p99 {b:.3} ms   p99.9 {c:.3} ms   max {d:.3} ms (publish -> {}, {} samples)",
+                if args.qos == 1 { "PUBACK" } else { "PUBREC" },
+                thousands(ack_hist.len())
+            ),
+            _ => println!("  ack latency n/a (no acknowledgement timed)"),
+        }
+    }
     println!(
         "  delivered   {} of {} expected (unique {}, duplicates {}, lost {}){}",
         thousands(received),
@@ -892,6 +1012,13 @@ async fn run_pubsub(args: &MqttBenchArgs, nofile: u64) -> Result<()> {
         "rate_target": args.rate,
         "sent": sent,
         "acked": acked,
+        "ack_secs": ack_secs.map(|s| round(s, 4)),
+        "acked_msgs_s": round(acked_rate, 0),
+        "ack_p50_ms": ack_p50,
+        "ack_p99_ms": ack_p99,
+        "ack_p999_ms": ack_p999,
+        "ack_max_ms": ack_max,
+        "ack_samples": ack_hist.len(),
         "expected": expected,
         "received": received,
         "unique": unique,
@@ -1215,6 +1342,23 @@ mod tests {
         assert!(s.insert(2, 1000));
         assert!(!s.insert(2, 1000));
         assert!(s.insert(0, 1000));
+    }
+
+    #[test]
+    fn ack_clock_times_by_packet_id() {
+        let mut c = AckClock::new(4).expect("clock");
+        c.sent(1, 1_000_000);
+        c.sent(2, 2_000_000);
+        c.acked(2, 7_000_000); // 5 ms
+        c.acked(2, 9_000_000); // duplicate ack: ignored
+        c.acked(3, 9_000_000); // never sent: ignored
+        c.acked(1, 1_000_100); // under 1 µs: recorded as 1 µs
+        c.sent(9, 0); // past the inflight window: grows
+        c.acked(9, 3_000_000);
+        c.sent(0, 5); // QoS 0 id: ignored
+        assert_eq!(c.hist.len(), 3);
+        assert_eq!(c.hist.min(), 1);
+        assert!(c.hist.max() >= 4_990 && c.hist.max() <= 5_010);
     }
 
     #[test]
