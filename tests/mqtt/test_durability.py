@@ -511,6 +511,44 @@ def test_parked_session_survives_kill9():
             f"around position {wrong}")
 
 
+def test_parked_backlog_larger_than_memory_queue_arrives_in_order():
+    """A persistent session's in-memory queue is only a cache of its stored
+    queue: with room for 50 messages, 2,000 published while the client is
+    offline (no restart) still all arrive, in order, read back from the store,
+    and new messages published after the reconnect come after the backlog."""
+    n = 2_000
+    with Ferry("overflow", {"FERRYMQ_MQTT__MAX_QUEUED_MESSAGES": "50"}) as ferry:
+        addr = ferry.start()
+        sub_id = "overflow-sub-" + uid()
+        sub = ferry.client(addr, sub_id, **PERSISTENT).connect()
+        sub.subscribe("ovf/#", 1)
+        sub.disconnect()
+        pub = ferry.publisher(addr, 100)
+        deadline = time.monotonic() + 60
+        for seq in range(n):
+            while not pub.publish("ovf/x", seq, f"ovf/x:{seq}".encode()):
+                assert time.monotonic() < deadline, f"window stuck at seq {seq}"
+        assert pub.wait_all(30), f"{pub.outstanding} PUBACKs missing"
+        sub = ferry.client(addr, sub_id, **PERSISTENT).connect()
+        assert sub.session_present
+        for seq in range(n, n + 100):
+            while not pub.publish("ovf/x", seq, f"ovf/x:{seq}".encode()):
+                assert time.monotonic() < deadline, f"window stuck at seq {seq}"
+        order: list[int] = []
+        seen: set[int] = set()
+
+        def sink(m):
+            _, q = _seq_of(m)
+            if q not in seen:
+                seen.add(q)
+                order.append(q)
+
+        _receive_until(sub, sink, lambda: len(seen) >= n + 100, time.monotonic() + 40)
+        assert order == list(range(n + 100)), (
+            f"out of order or missing: {len(seen)} distinct, first wrong at "
+            f"{next((i for i, q in enumerate(order) if q != i), None)}")
+
+
 def _retained(c: Client, expected_n: int) -> list[Msg]:
     """Messages arriving after a subscription: until `expected_n` came (at most
     10 s), then until 1 s passes without another one."""
