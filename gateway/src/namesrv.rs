@@ -60,6 +60,7 @@ impl NameServer {
                             "cluster": s.config.broker_cluster_name,
                             "brokerName": name,
                             "brokerAddrs": {"0": s.broker_addr.to_string()},
+                            "enableActingMaster": false,
                         }
                     },
                     "clusterAddrTable": { s.config.broker_cluster_name.clone(): [name] },

@@ -84,12 +84,16 @@ impl Shared {
                     "readQueueNums": read,
                     "writeQueueNums": write,
                     "perm": perm,
+                    // 4.x spells it topicSynFlag, 5.x (and rocketmq-rust,
+                    // which requires it) topicSysFlag.
                     "topicSynFlag": 0,
+                    "topicSysFlag": 0,
                 }],
                 "brokerDatas": [{
                     "cluster": self.config.broker_cluster_name,
                     "brokerName": name,
                     "brokerAddrs": {"0": self.broker_addr.to_string()},
+                    "enableActingMaster": false,
                 }],
                 "filterServerTable": {},
             })

@@ -79,7 +79,7 @@ struct Conn {
     fetching: Option<BoxFuture<Result<Pulled, LogError>>>,
     /// After a failed or empty store read, when to try again.
     fetch_retry_at: Option<tokio::time::Instant>,
-    /// Whether this connection published since it was last throttled.
+    /// Whether the last read carried a publish.
     published: bool,
 }
 
@@ -422,9 +422,9 @@ impl Conn {
             // it refuses anything (RocketMQ's "broker busy"). Only connections
             // that publish are paused, so subscribers keep draining.
             let mut pause_until = None;
-            if self.published {
+            // Only a connection whose last read carried a publish is paused.
+            if std::mem::take(&mut self.published) {
                 if let Some((why, d)) = self.broker.log.as_ref().and_then(|l| l.pressure()) {
-                    self.published = false;
                     metrics::counter!("ferrymq_mqtt_publish_throttled_total", "reason" => why.label())
                         .increment(1);
                     pause_until = Some(tokio::time::Instant::now() + d);
