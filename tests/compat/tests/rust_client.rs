@@ -141,10 +141,12 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
         .name_server_addr(namesrv.clone())
         .build();
     producer.start().await.expect("producer start");
+    let mut offset_ids = Vec::new();
     for i in 0..20 {
         let m = Message::builder()
             .topic("rust_orders")
             .tags(if i % 2 == 0 { "TagA" } else { "TagB" })
+            .key(format!("order-{i}"))
             .body_slice(format!("r{i}").as_bytes())
             .build_unchecked();
         let r = producer
@@ -153,7 +155,26 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
             .expect("send")
             .expect("a send result");
         assert_eq!(format!("{:?}", r.send_status), "SendOk", "{r:?}");
+        offset_ids.push(r.offset_msg_id.clone().expect("offsetMsgId"));
     }
+
+    // Lookups as the client does them: by key (QUERY_MESSAGE) and by
+    // offsetMsgId (VIEW_MESSAGE_BY_ID, sent to the address inside the id).
+    let q = producer
+        .query_message("rust_orders", "order-7", 32, 0, u64::MAX / 2)
+        .await
+        .expect("query by key");
+    let found: Vec<String> = q
+        .message_list()
+        .iter()
+        .map(|m| m.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        .collect();
+    assert_eq!(found, vec!["r7".to_string()]);
+    let v = producer
+        .view_message("rust_orders", &offset_ids[3])
+        .await
+        .expect("view by id");
+    assert_eq!(v.body().as_deref(), Some(&b"r3"[..]));
     let got = Collected::default();
     let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
         .consumer_group("compat_cg".to_string())
