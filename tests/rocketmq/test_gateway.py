@@ -236,31 +236,44 @@ def test_retry_redelivers_through_the_retry_topic(broker):
         p.shutdown()
 
 
-def test_dead_letter_after_max_reconsume_times(broker):
-    """A message that always fails goes to %DLQ%<group> after 16 retries
-    (every delay level is 1 s in this broker) and stops being redelivered."""
-    topic = uid("dlq")
-    group = uid("CG")
-    p = producer(broker)
-    p.send_sync(message(topic, "poison"))
-    sink = Sink(always_fail=True)
-    c = push_consumer(broker, group, topic, sink)
+def test_dead_letter_after_max_reconsume_times():
+    """A message that always fails is retried with growing delays (delay level
+    3 + reconsume times; this broker's levels grow from 1 s to 3 s so the test
+    stays short) and goes to %DLQ%<group> after 16 retries, then is not
+    redelivered."""
+    b = Broker({"FERRYMQ_GATEWAY__MESSAGEDELAYLEVEL":
+                "1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 2s 2s 2s 2s 3s 3s"})
+    b.start()
     try:
-        wait_for(lambda: len(sink.got) >= 17, 60, "17 delivery attempts")
+        topic = uid("dlq")
+        group = uid("CG")
+        p = producer(b)
+        p.send_sync(message(topic, "poison"))
+        sink = Sink(always_fail=True)
+        c = push_consumer(b, group, topic, sink)
+        try:
+            wait_for(lambda: len(sink.got) >= 17, 90, "17 delivery attempts", interval=0.2)
+        finally:
+            c.shutdown()
+        assert [g["reconsume"] for g in sink.got[:17]] == list(range(17))
+        at = [g["at"] for g in sink.got[:17]]
+        gaps = [y - x for x, y in zip(at, at[1:])]
+        early, late = gaps[:9], gaps[13:]
+        assert max(early) < 1.9, f"retries 1-9 waited {early}"
+        assert min(late) >= 2.7, f"retries 14-16 waited {late} (levels 17-18 are 3 s)"
+        dl = PullConsumer(uid("PULL"))
+        dl.set_namesrv_addr(b.namesrv)
+        dl.start()
+        try:
+            msgs = []
+            wait_for(lambda: msgs.extend(m.body.decode() for m in dl.pull(f"%DLQ%{group}")) or msgs,
+                     20, "the dead letter")
+            assert msgs == ["poison"]
+        finally:
+            dl.shutdown()
+            p.shutdown()
     finally:
-        c.shutdown()
-    dl = PullConsumer(uid("PULL"))
-    dl.set_namesrv_addr(broker.namesrv)
-    dl.start()
-    try:
-        msgs = []
-        wait_for(lambda: msgs.extend(m.body.decode() for m in dl.pull(f"%DLQ%{group}")) or msgs,
-                 20, "the dead letter")
-        assert msgs == ["poison"]
-    finally:
-        dl.shutdown()
-        p.shutdown()
-    assert sink.got[-1]["reconsume"] == 16
+        b.close()
 
 
 def test_delay_level_holds_the_message(broker):
