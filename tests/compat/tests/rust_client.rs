@@ -36,7 +36,10 @@ impl MessageListenerConcurrently for Collected {
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let mut g = self.0.lock();
         for m in msgs {
-            let body = m.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let body = m
+                .body()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             let tags = m.get_tags().map(|t| t.to_string()).unwrap_or_default();
             g.push((body, tags));
         }
@@ -80,7 +83,10 @@ impl TransactionListener for Tx {
     }
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
-        let b = msg.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let b = msg
+            .body()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         self.checked.lock().push(b);
         LocalTransactionState::CommitMessage
     }
@@ -167,7 +173,11 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
     let found: Vec<String> = q
         .message_list()
         .iter()
-        .map(|m| m.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        .map(|m| {
+            m.body()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        })
         .collect();
     assert_eq!(found, vec!["r7".to_string()]);
     let v = producer
@@ -180,12 +190,21 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
         .consumer_group("compat_cg".to_string())
         .name_server_addr(namesrv.clone())
         .build();
-    consumer.subscribe("rust_orders", "TagA").await.expect("subscribe");
+    consumer
+        .subscribe("rust_orders", "TagA")
+        .await
+        .expect("subscribe");
     consumer.register_message_listener_concurrently(got.clone());
     consumer.start().await.expect("consumer start");
     let want: BTreeSet<String> = (0..20).step_by(2).map(|i| format!("r{i}")).collect();
-    wait_for("the TagA messages", Duration::from_secs(30), || want.is_subset(&got.bodies())).await;
-    assert!(got.0.lock().iter().all(|(_, t)| t == "TagA"), "tag filter let others through");
+    wait_for("the TagA messages", Duration::from_secs(30), || {
+        want.is_subset(&got.bodies())
+    })
+    .await;
+    assert!(
+        got.0.lock().iter().all(|(_, t)| t == "TagA"),
+        "tag filter let others through"
+    );
 
     // Transactions: commit, rollback, and unknown resolved by a check.
     let tx_got = Collected::default();
@@ -193,7 +212,10 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
         .consumer_group("compat_tx_cg".to_string())
         .name_server_addr(namesrv.clone())
         .build();
-    tx_consumer.subscribe("rust_payments", "*").await.expect("subscribe");
+    tx_consumer
+        .subscribe("rust_payments", "*")
+        .await
+        .expect("subscribe");
     tx_consumer.register_message_listener_concurrently(tx_got.clone());
     let listener = Arc::new(Tx::default());
     let mut tx = TransactionMQProducer::builder(rt.clone())
@@ -213,10 +235,14 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
             .expect("half message sent");
     }
     tx_consumer.start().await.expect("tx consumer start");
-    wait_for("the committed and the checked messages", Duration::from_secs(30), || {
-        let b = tx_got.bodies();
-        b.contains("commit-1") && b.contains("unknown-1")
-    })
+    wait_for(
+        "the committed and the checked messages",
+        Duration::from_secs(30),
+        || {
+            let b = tx_got.bodies();
+            b.contains("commit-1") && b.contains("unknown-1")
+        },
+    )
     .await;
     assert!(
         listener.checked.lock().iter().any(|b| b == "unknown-1"),
@@ -224,7 +250,10 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
     );
     // Give a wrongly visible rolled-back message the time a pull takes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!tx_got.bodies().contains("rollback-1"), "a rolled-back message was delivered");
+    assert!(
+        !tx_got.bodies().contains("rollback-1"),
+        "a rolled-back message was delivered"
+    );
 
     consumer.shutdown().await;
     tx_consumer.shutdown().await;
