@@ -151,8 +151,13 @@ def test_pull_consumer_reads_every_queue(broker):
     c.set_namesrv_addr(broker.namesrv)
     c.start()
     try:
-        got = [m.body.decode() for m in c.pull(topic, "t")]
-        assert sorted(got) == sorted(f"p{i}" for i in range(12))
+        # A pull does not wait: messages become visible once the store's
+        # dispatcher has indexed them (as in RocketMQ), so pull until all are there.
+        got: list[str] = []
+        want = {f"p{i}" for i in range(12)}
+        wait_for(lambda: got.extend(m.body.decode() for m in c.pull(topic, "t")) or want <= set(got),
+                 20, "every message pulled")
+        assert sorted(got) == sorted(want), "a message was pulled twice"
     finally:
         c.shutdown()
 
