@@ -166,19 +166,30 @@ async fn rocketmq_client_rust_sends_consumes_and_transacts() {
 
     // Lookups as the client does them: by key (QUERY_MESSAGE) and by
     // offsetMsgId (VIEW_MESSAGE_BY_ID, sent to the address inside the id).
-    let q = producer
-        .query_message("rust_orders", "order-7", 32, 0, u64::MAX / 2)
-        .await
-        .expect("query by key");
-    let found: Vec<String> = q
-        .message_list()
-        .iter()
-        .map(|m| {
-            m.body()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    // The key index is built by the store's dispatcher, just after the send
+    // returns (as in RocketMQ): query until it is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found: Vec<String> = loop {
+        let q = producer
+            .query_message("rust_orders", "order-7", 32, 0, u64::MAX / 2)
+            .await;
+        if let Ok(q) = q {
+            let found: Vec<String> = q
+                .message_list()
+                .iter()
+                .map(|m| {
+                    m.body()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default()
+                })
+                .collect();
+            if !found.is_empty() {
+                break found;
+            }
+        }
+        assert!(Instant::now() < deadline, "query by key found nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(found, vec!["r7".to_string()]);
     let v = producer
         .view_message("rust_orders", &offset_ids[3])
