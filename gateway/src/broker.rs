@@ -147,7 +147,20 @@ impl BrokerRole {
             }
             request::UPDATE_CONSUMER_OFFSET => {
                 let g = req.field("consumerGroup").unwrap_or_default();
-                if let Some(o) = int(req, "commitOffset") {
+                // Only real queues: the offset table is written out whole.
+                let known = s.l.topics().get(topic).is_some_and(|t| {
+                    queue_id >= 0 && (queue_id as u32) < t.read_queue_nums.max(t.write_queue_nums)
+                });
+                if !known || g.is_empty() {
+                    return Command::response_to(
+                        req,
+                        response::SYSTEM_ERROR,
+                        Some(format!(
+                            "no queue {topic}:{queue_id} to commit an offset for"
+                        )),
+                    );
+                }
+                if let Some(o) = int(req, "commitOffset").filter(|o| *o >= 0) {
                     s.l.offsets().commit(g, topic, queue_id, o);
                 }
                 ok(req)
@@ -274,7 +287,10 @@ impl BrokerRole {
                 }
             }
             request::UPDATE_AND_CREATE_TOPIC => {
-                if topic.is_empty() || !ferrymq_shared::valid_rocketmq_topic(topic) {
+                if topic.is_empty()
+                    || !ferrymq_shared::valid_rocketmq_topic(topic)
+                    || node_l::topic_model::is_system_topic(topic)
+                {
                     return Command::response_to(
                         req,
                         response::SYSTEM_ERROR,
@@ -405,7 +421,7 @@ impl BrokerRole {
             .or_else(|| s.groups.retry_max_times(group))
             .unwrap_or(s.config.max_reconsume_times);
         let delay = int(req, "delayLevel").unwrap_or(0) as i32;
-        let times = orig.message.reconsume_times + 1;
+        let times = orig.message.reconsume_times.max(0).saturating_add(1);
         let mut m = Message::new(String::new(), 0, orig.message.body.clone());
         m.flag = orig.message.flag;
         m.born_timestamp = orig.message.born_timestamp;

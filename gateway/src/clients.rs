@@ -140,6 +140,8 @@ impl Registry {
                 group.message_model = model;
                 group.consume_from_where = str_of(c, "consumeFromWhere");
                 if let Some(Value::Array(subs)) = c.get("subscriptionDataSet") {
+                    // A heartbeat carries the group's whole subscription set.
+                    group.subscriptions.clear();
                     for s in subs {
                         let topic = str_of(s, "topic");
                         if topic.is_empty() {
@@ -232,6 +234,9 @@ impl Registry {
                 keep
             });
         }
+        // Groups without members are forgotten (they come back with a heartbeat).
+        t.consumers.retain(|_, c| !c.clients.is_empty());
+        t.producers.retain(|_, p| !p.is_empty());
         drop(t);
         for g in changed {
             self.notify_changed(&g);

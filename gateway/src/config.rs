@@ -48,7 +48,7 @@ impl Default for GatewayConfig {
             broker_name: "ferrymq-broker".into(),
             broker_cluster_name: "DefaultCluster".into(),
             max_frame_bytes: 16 << 20,
-            max_requests_per_connection: 1024,
+            max_requests_per_connection: 256,
             long_polling_max_millis: 30_000,
             message_delay_level: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
                 .into(),

@@ -24,6 +24,10 @@ impl QueueLocks {
     pub fn lock(&self, group: &str, client: &str, queues: &[(String, i32)]) -> Vec<(String, i32)> {
         let now = Instant::now();
         let mut t = self.table.lock();
+        if t.len() > 4096 {
+            // Lapsed locks are only dropped lazily: keep the table small.
+            t.retain(|_, (_, at)| now.duration_since(*at) <= LOCK_MAX_LIVE);
+        }
         let mut held = Vec::new();
         for (topic, q) in queues {
             let key = (group.to_owned(), topic.clone(), *q);

@@ -106,7 +106,9 @@ fn parse_header(req: &Command, v2: bool) -> Result<SendHeader, PutError> {
         born_timestamp: int("bornTimestamp", "g").unwrap_or_else(message::now_millis),
         flag: int("flag", "h").unwrap_or(0) as i32,
         properties: f("properties", "i").unwrap_or_default().to_owned(),
-        reconsume_times: int("reconsumeTimes", "j").unwrap_or(0) as i32,
+        reconsume_times: int("reconsumeTimes", "j")
+            .unwrap_or(0)
+            .clamp(0, i32::MAX as i64 / 2) as i32,
         max_reconsume_times: int("maxReconsumeTimes", "l").map(|n| n as i32),
     })
 }
@@ -193,7 +195,7 @@ async fn send(
     base.born_timestamp = h.born_timestamp;
     base.born_host = conn.peer;
     base.reconsume_times = h.reconsume_times;
-    base.properties = Properties::decode(&h.properties);
+    base.properties = client_properties(&h.properties);
     if let Some(m) = h.max_reconsume_times {
         base.properties.insert("MAX_RECONSUME_TIMES", m.to_string());
     }
@@ -267,6 +269,25 @@ async fn send(
     Ok(r)
 }
 
+/// Properties a client may set: the ones the broker uses to route internally
+/// (light-queue dispatch, the real topic of parked messages, the publishing
+/// MQTT client) are dropped, or a producer could write into session queues,
+/// the retained table or system topics.
+fn client_properties(s: &str) -> Properties {
+    let mut out = Properties::new();
+    for (k, v) in Properties::decode(s).iter() {
+        let internal = k.starts_with("INNER_")
+            || k == REAL_TOPIC
+            || k == REAL_QID
+            || k == node_l::topic_model::prop::CLIENT_ID
+            || k == node_l::topic_model::prop::RETAIN;
+        if !internal {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
 /// Messages of a batch body (`MessageDecoder.encodeMessages`: per message
 /// TOTALSIZE, MAGICCODE, BODYCRC, FLAG, BODY (len + bytes), PROPERTIES (i16 len + bytes)).
 fn decode_batch(body: &Bytes, base: &Message) -> Result<Vec<Message>, PutError> {
@@ -303,7 +324,7 @@ fn decode_batch(body: &Bytes, base: &Message) -> Result<Vec<Message>, PutError> 
         msg.flag = flag;
         msg.body = body;
         let mut p = base.properties.clone();
-        for (k, v) in Properties::decode(props).iter() {
+        for (k, v) in client_properties(props).iter() {
             p.insert(k, v);
         }
         msg.properties = p;
@@ -347,7 +368,8 @@ pub fn put(shared: &Shared, mut msg: Message) -> Result<Submitted, PutError> {
         store_timestamp: message::now_millis(),
         store_host: shared.broker_addr,
     });
-    if is_system_topic(&msg.topic) || !valid_topic_name(&view.topic) {
+    if is_system_topic(&msg.topic) || view.topic.starts_with('$') || !valid_topic_name(&view.topic)
+    {
         return store.submit_message(msg).map_err(store_error);
     }
     let mut view = view;

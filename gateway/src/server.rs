@@ -21,6 +21,11 @@ use crate::remoting::{self, Command};
 
 /// Responses and server-initiated requests waiting to be written, per connection.
 const WRITE_QUEUE: usize = 1024;
+/// A connection that sends nothing for this long is closed (RocketMQ's
+/// channel idle time is 120 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections per listener.
+const MAX_CONNECTIONS: usize = 10_000;
 
 /// What serves the requests of one listener.
 pub trait Handler: Send + Sync + 'static {
@@ -80,15 +85,21 @@ pub async fn serve<H: Handler>(
     max_requests: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; refused");
+                        continue;
+                    };
                     let _ = sock.set_nodelay(true);
                     let h = handler.clone();
                     let sd = shutdown.clone();
                     tokio::spawn(async move {
                         connection(sock, peer, h, max_frame, max_requests, sd).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -141,10 +152,11 @@ async fn connection<H: Handler>(
     let mut buf = BytesMut::with_capacity(4096);
     'read: loop {
         tokio::select! {
-            n = rd.read_buf(&mut buf) => {
+            n = tokio::time::timeout(IDLE_TIMEOUT, rd.read_buf(&mut buf)) => {
+                // RocketMQ clients heartbeat every 30 s: a silent connection is dead.
                 match n {
-                    Ok(0) | Err(_) => break 'read,
-                    Ok(_) => {}
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break 'read,
+                    Ok(Ok(_)) => {}
                 }
                 loop {
                     match remoting::decode(&mut buf, max_frame) {

@@ -55,7 +55,10 @@ impl Shared {
         let n = queues
             .unwrap_or(self.l.config().default_topic_queue_nums)
             .clamp(1, self.l.config().default_topic_queue_nums.max(1));
-        self.l.topics().get_or_create(topic, n).ok()?;
+        self.l
+            .topics()
+            .get_or_create(topic, n, self.l.config().max_topic_count)
+            .ok()??;
         self.l.topics().get(topic)
     }
 
@@ -64,7 +67,11 @@ impl Shared {
         // A push consumer looks up its group's retry topic before its first
         // heartbeat reaches us; RocketMQ clients refresh routes only every
         // 30 s, so the retry topic is made on first sight.
-        if topic.starts_with("%RETRY%") && self.l.topics().get(topic).is_none() {
+        if topic.starts_with("%RETRY%")
+            && self.l.config().auto_create_topic_enable
+            && ferrymq_shared::valid_rocketmq_topic(topic)
+            && self.l.topics().get(topic).is_none()
+        {
             let _ = self.l.topics().put(TopicConfig::new(topic, 1));
         }
         let (read, write, perm) = match self.l.topics().get(topic) {

@@ -27,6 +27,8 @@ const ROLLBACK: i64 = 12;
 #[derive(Default)]
 pub struct Transactions {
     resolved: Mutex<HashSet<i64>>,
+    /// Being resolved right now (an END_TRANSACTION and a check answer can race).
+    resolving: Mutex<HashSet<i64>>,
     /// half queue offset → (checks sent, when the last was sent, ms).
     checks: Mutex<HashMap<i64, (u32, i64)>>,
 }
@@ -56,7 +58,18 @@ impl Transactions {
         t
     }
 
+    /// Claim `half_offset` for resolution; false if it is resolved or being resolved.
+    fn begin(&self, half_offset: i64) -> bool {
+        !self.resolved.lock().contains(&half_offset) && self.resolving.lock().insert(half_offset)
+    }
+
+    /// Give a claim back (the commit could not be stored: the check will ask again).
+    fn abandon(&self, half_offset: i64) {
+        self.resolving.lock().remove(&half_offset);
+    }
+
     fn resolve(&self, shared: &Shared, half_offset: i64) -> bool {
+        self.resolving.lock().remove(&half_offset);
         if !self.resolved.lock().insert(half_offset) {
             return false;
         }
@@ -79,36 +92,48 @@ pub async fn end(shared: &Arc<Shared>, req: &Command) -> Command {
         // "Unknown": leave it open for the next check.
         return Command::response_to(req, response::SUCCESS, None);
     }
-    let Some(half) = shared.store.look_message_by_offset(phy) else {
+    // The offsets come from the client: the half queue must point at that
+    // entry, or a crafted offset could commit or drop someone else's message.
+    let pointed = shared
+        .store
+        .cq_entry(HALF_TOPIC, 0, half_offset)
+        .is_some_and(|e| e.physical_offset == phy);
+    let half = pointed
+        .then(|| shared.store.look_message_by_offset(phy))
+        .flatten()
+        .filter(|h| h.message.topic == HALF_TOPIC && h.queue_offset == half_offset);
+    let Some(half) = half else {
         return Command::response_to(
             req,
             response::SYSTEM_ERROR,
             Some(format!(
-                "Find prepared transaction message failed, offset {phy}"
+                "Find prepared transaction message failed: no half message at queue offset {half_offset}, commit log offset {phy}"
             )),
         );
     };
-    if half.message.topic != HALF_TOPIC || half.queue_offset != half_offset {
-        return Command::response_to(
-            req,
-            response::SYSTEM_ERROR,
-            Some("the half message does not match tranStateTableOffset/commitLogOffset".into()),
-        );
-    }
-    if !shared.tx.resolve(shared, half_offset) {
+    if !shared.tx.begin(half_offset) {
         // Already resolved (a check answer racing the producer's own end).
         return Command::response_to(req, response::SUCCESS, None);
     }
     if how == COMMIT {
-        let m = committed(half);
-        match send::put(shared, m) {
-            Ok(s) => {
-                let _ = s.durable().await;
+        // Stored first, resolved after: a commit that cannot be stored stays
+        // open and is checked again (END_TRANSACTION is one-way for clients).
+        let stored = match send::put(shared, committed(half)) {
+            Ok(s) => s.durable().await.status == shared_store::PutStatus::PutOk,
+            Err(e) => {
+                shared.tx.abandon(half_offset);
+                return e.response(req);
             }
-            Err(e) => return e.response(req),
+        };
+        // Stored but not yet flushed in time: it is in the log, so the
+        // transaction is resolved (another commit would duplicate it).
+        shared.tx.resolve(shared, half_offset);
+        if !stored {
+            return Command::response_to(req, response::FLUSH_DISK_TIMEOUT, None);
         }
         metrics::counter!("ferrymq_gateway_transactions_total", "outcome" => "commit").increment(1);
     } else {
+        shared.tx.resolve(shared, half_offset);
         metrics::counter!("ferrymq_gateway_transactions_total", "outcome" => "rollback")
             .increment(1);
     }

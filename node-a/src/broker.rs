@@ -208,13 +208,18 @@ impl Broker {
     /// also go into its stored queue.
     pub fn persist_session(&self, s: &Session) {
         let Some(log) = &self.log else { return };
-        s.persistent.store(true, Ordering::Release);
-        self.save_session(s, true);
-        let mut st = s.state.lock();
-        if st.stored.is_none() {
-            let (committed, end) = log.session_offsets(&s.client_id);
-            st.stored = Some(StoredQueue::new(committed, end));
+        // Record (which fixes the queue's start) and stored-queue position
+        // first, the flag last: a publish that sees the flag lands at or after
+        // the start, so its copy is never mistaken for one already sent.
+        log.save_session(session_record(s, true));
+        {
+            let mut st = s.state.lock();
+            if st.stored.is_none() {
+                let (committed, end) = log.session_offsets(&s.client_id);
+                st.stored = Some(StoredQueue::new(committed, end));
+            }
         }
+        s.persistent.store(true, Ordering::Release);
     }
 
     /// Save a persistent session's subscriptions and expiry (`online` false
@@ -224,26 +229,7 @@ impl Broker {
         if !s.persistent.load(Ordering::Acquire) {
             return;
         }
-        let rec = {
-            let st = s.state.lock();
-            SessionRecord {
-                client_id: s.client_id.to_string(),
-                expiry_secs: st.expiry_secs,
-                subscriptions: st
-                    .subscriptions
-                    .iter()
-                    .map(|(f, o)| SubscriptionRecord {
-                        filter: f.clone(),
-                        qos: o.qos as u8,
-                        no_local: o.no_local,
-                        retain_as_published: o.retain_as_published,
-                        retain_handling: o.retain_handling,
-                        subscription_id: o.subscription_id,
-                    })
-                    .collect(),
-                disconnected_at_ms: (!online).then(shared_now_ms),
-            }
-        };
+        let rec = session_record(s, online);
         log.save_session(rec);
     }
 
@@ -639,6 +625,28 @@ impl Broker {
             .filter(|m| !m.is_expired(now) && ferrymq_shared::matches(&m.topic, filter))
             .cloned()
             .collect()
+    }
+}
+
+/// A session as the L role persists it.
+fn session_record(s: &Session, online: bool) -> SessionRecord {
+    let st = s.state.lock();
+    SessionRecord {
+        client_id: s.client_id.to_string(),
+        expiry_secs: st.expiry_secs,
+        subscriptions: st
+            .subscriptions
+            .iter()
+            .map(|(f, o)| SubscriptionRecord {
+                filter: f.clone(),
+                qos: o.qos as u8,
+                no_local: o.no_local,
+                retain_as_published: o.retain_as_published,
+                retain_handling: o.retain_handling,
+                subscription_id: o.subscription_id,
+            })
+            .collect(),
+        disconnected_at_ms: (!online).then(shared_now_ms),
     }
 }
 

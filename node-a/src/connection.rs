@@ -81,6 +81,8 @@ struct Conn {
     fetch_retry_at: Option<tokio::time::Instant>,
     /// Whether the last read carried a publish.
     published: bool,
+    /// Reads are paused until then (store pressure), whichever branch wakes first.
+    paused_until: Option<tokio::time::Instant>,
 }
 
 /// A publish whose acknowledgement waits for durability.
@@ -360,6 +362,7 @@ fn accept_connect(
             fetching: None,
             fetch_retry_at: None,
             published: false,
+            paused_until: None,
         },
         kick_rx,
         present,
@@ -421,13 +424,12 @@ impl Conn {
             // A store that cannot keep up slows publishers the same way, before
             // it refuses anything (RocketMQ's "broker busy"). Only connections
             // that publish are paused, so subscribers keep draining.
-            let mut pause_until = None;
             // Only a connection whose last read carried a publish is paused.
             if std::mem::take(&mut self.published) {
                 if let Some((why, d)) = self.broker.log.as_ref().and_then(|l| l.pressure()) {
                     metrics::counter!("ferrymq_mqtt_publish_throttled_total", "reason" => why.label())
                         .increment(1);
-                    pause_until = Some(tokio::time::Instant::now() + d);
+                    self.paused_until = Some(tokio::time::Instant::now() + d);
                 }
             }
             // A client that keeps sending while its publishes wait for the disk
@@ -436,6 +438,9 @@ impl Conn {
             let has_acks = !self.acks.is_empty();
             let has_fetch = self.fetching.is_some();
             let retry_at = self.fetch_retry_at;
+            let pause_until = self
+                .paused_until
+                .filter(|t| *t > tokio::time::Instant::now());
             tokio::select! {
                 n = async {
                     if let Some(t) = pause_until {
@@ -977,39 +982,47 @@ impl Conn {
                     break;
                 }
                 let Some(d) = st.queue.pop_front() else { break };
+                let expired = d.msg.is_expired(now);
+                // A packet id first: without one the delivery goes back untouched.
+                let pkid = if d.qos == QoS::AtMostOnce || expired {
+                    None
+                } else {
+                    let Some(id) = st.alloc_pkid() else {
+                        st.queue.push_front(d);
+                        break;
+                    };
+                    Some(id)
+                };
                 if let (Some(o), Some(q)) = (d.lmq_offset, st.stored.as_mut()) {
                     q.next = o + 1;
-                    if d.qos != QoS::AtMostOnce && !d.msg.is_expired(now) {
+                    if pkid.is_some() {
                         q.unacked.insert(o);
                     }
                 }
-                if d.msg.is_expired(now) {
+                if expired {
                     self.broker
                         .stats
                         .messages_dropped
                         .fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let pkid = if d.qos == QoS::AtMostOnce {
-                    0
-                } else {
-                    let Some(id) = st.alloc_pkid() else {
-                        st.queue.push_front(d);
-                        break;
-                    };
-                    let state = if d.qos == QoS::AtLeastOnce {
-                        OutState::AwaitPubAck
-                    } else {
-                        OutState::AwaitPubRec
-                    };
-                    st.inflight.insert(
-                        id,
-                        crate::session::Inflight {
-                            delivery: d.clone(),
-                            state,
-                        },
-                    );
-                    id
+                let pkid = match pkid {
+                    None => 0,
+                    Some(id) => {
+                        let state = if d.qos == QoS::AtLeastOnce {
+                            OutState::AwaitPubAck
+                        } else {
+                            OutState::AwaitPubRec
+                        };
+                        st.inflight.insert(
+                            id,
+                            crate::session::Inflight {
+                                delivery: d.clone(),
+                                state,
+                            },
+                        );
+                        id
+                    }
                 };
                 out.push((to_publish(&d, pkid, false, now), d.qos != QoS::AtMostOnce));
             }
@@ -1070,7 +1083,14 @@ impl Conn {
                         .fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ferrymq_mqtt_messages_dropped_total", "reason" => "too_large").increment(1);
                     if tracked {
-                        self.session.state.lock().inflight.remove(&pkid);
+                        let mut st = self.session.state.lock();
+                        if let Some(i) = st.inflight.remove(&pkid) {
+                            // Dropped for good: it must not hold the consumed offset back.
+                            if let (Some(o), Some(q)) = (i.delivery.lmq_offset, st.stored.as_mut())
+                            {
+                                q.unacked.remove(&o);
+                            }
+                        }
                     }
                 }
             }

@@ -25,6 +25,9 @@ pub struct LConfig {
     pub flush_busy_unflushed_bytes: u64,
     /// How long a slowed publisher's connection stops reading (ms).
     pub throttle_millis: u64,
+    /// Most topics auto-creation may make (each costs ConsumeQueue files and
+    /// a rewrite of the topic table).
+    pub max_topic_count: usize,
 }
 
 impl Default for LConfig {
@@ -38,6 +41,7 @@ impl Default for LConfig {
             flush_busy_wait_millis: 1000,
             flush_busy_unflushed_bytes: 512 << 20,
             throttle_millis: 20,
+            max_topic_count: 10_000,
         }
     }
 }

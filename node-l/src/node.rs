@@ -106,6 +106,14 @@ impl LNode {
             stop: AtomicBool::new(false),
             background: Mutex::new(None),
         });
+        // A snapshot may count events that a crash then took back (appended,
+        // never flushed): replay from no further than what the log holds.
+        inner
+            .sessions
+            .clamp_applied(inner.store.assigned_offset_in_queue(SESSION_TOPIC, 0));
+        inner
+            .retained
+            .clamp_applied(inner.store.assigned_offset_in_queue(RETAINED_QUEUE, 0));
         let started = Instant::now();
         let (n_ev, n_ret) = inner.replay()?;
         tracing::info!(
@@ -327,8 +335,13 @@ impl MessageLog for LNode {
         let (queues, writable) = if inner.config.auto_create_topic_enable {
             inner
                 .topics
-                .get_or_create(&rtopic, inner.config.default_topic_queue_nums.max(1))
+                .get_or_create(
+                    &rtopic,
+                    inner.config.default_topic_queue_nums.max(1),
+                    inner.config.max_topic_count,
+                )
                 .map_err(|e| LogError::Other(e.to_string()))?
+                .ok_or_else(|| LogError::NotWritable(format!("{rtopic}: topic limit reached")))?
         } else {
             inner.topics.write_queues(&rtopic).ok_or_else(|| {
                 if inner.config.unknown_topic_reason_code == 0x87 {
@@ -486,13 +499,9 @@ impl MessageLog for LNode {
     }
 
     fn remove_session(&self, client_id: &str) {
-        // The queue stays (its files go with retention); moving the offset to
-        // its end means a later session of the same id starts fresh.
-        let next = self
-            .inner
-            .store
-            .assigned_offset_in_queue(&session_queue(client_id), 0);
-        self.inner.offsets.commit_session(client_id, next);
+        // The queue stays (its files go with retention); a later session of
+        // the same id gets a fresh start offset (the queue's end) when saved.
+        self.inner.offsets.remove_session(client_id);
         self.save_event(SessionEvent::Remove {
             client_id: client_id.to_owned(),
         });

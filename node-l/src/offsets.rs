@@ -77,6 +77,13 @@ impl OffsetTable {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Forget a session's offset (the session is gone).
+    pub fn remove_session(&self, client_id: &str) {
+        if self.data.lock().session_offsets.remove(client_id).is_some() {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
     /// Write the table if it changed since the last write.
     pub fn persist(&self) -> Result<(), FileError> {
         if !self.dirty.swap(false, Ordering::AcqRel) {

@@ -148,6 +148,19 @@ impl RetainedTable {
         t.applied = offset + 1;
     }
 
+    /// Never claim more than the log holds (after a crash lost unflushed entries).
+    pub fn clamp_applied(&self, log_end: i64) {
+        let mut t = self.inner.lock();
+        if t.applied > log_end {
+            tracing::warn!(
+                applied = t.applied,
+                log_end,
+                "snapshot is ahead of the log; replaying from its end"
+            );
+            t.applied = log_end;
+        }
+    }
+
     /// Every retained message.
     pub fn all(&self) -> Vec<RetainedMessage> {
         self.inner.lock().messages.values().cloned().collect()

@@ -91,6 +91,19 @@ impl SessionTable {
         t.applied = t.applied.max(offset + 1);
     }
 
+    /// Never claim more than the log holds (after a crash lost unflushed entries).
+    pub fn clamp_applied(&self, log_end: i64) {
+        let mut t = self.inner.lock();
+        if t.applied > log_end {
+            tracing::warn!(
+                applied = t.applied,
+                log_end,
+                "snapshot is ahead of the log; replaying from its end"
+            );
+            t.applied = log_end;
+        }
+    }
+
     /// Every session.
     pub fn all(&self) -> Vec<SessionRecord> {
         self.inner.lock().sessions.values().cloned().collect()

@@ -93,20 +93,29 @@ impl TopicTable {
         self.persist(&t)
     }
 
-    /// Create `name` with `queues` queues unless it exists; returns its queue count.
-    pub fn get_or_create(&self, name: &str, queues: u32) -> Result<(u32, bool), FileError> {
+    /// Create `name` with `queues` queues unless it exists; returns its queue
+    /// count and writability, or None when `max_topics` exist already.
+    pub fn get_or_create(
+        &self,
+        name: &str,
+        queues: u32,
+        max_topics: usize,
+    ) -> Result<Option<(u32, bool)>, FileError> {
         if let Some(q) = self.write_queues(name) {
-            return Ok(q);
+            return Ok(Some(q));
         }
         let mut t = self.topics.write();
         if let Some(c) = t.get(name) {
-            return Ok((c.write_queue_nums, c.writable()));
+            return Ok(Some((c.write_queue_nums, c.writable())));
+        }
+        if t.len() >= max_topics {
+            return Ok(None);
         }
         let cfg = TopicConfig::new(name, queues);
         t.insert(name.to_owned(), cfg);
         self.persist(&t)?;
         tracing::info!(topic = name, queues, "topic auto-created");
-        Ok((queues, true))
+        Ok(Some((queues, true)))
     }
 
     /// Remove a topic; returns whether it existed.

@@ -597,7 +597,8 @@ def test_retained_survive_kill9():
 
 def test_disk_limits_slow_then_refuse_then_resume():
     """A 6 MiB quota of 1 MiB CommitLog segments (soft limit 50 %, hard 75 %,
-    retention every 1.5 s) flooded with 1 KiB QoS 1 messages. The broker must
+    retention every 5 s, slower than even a throttled publisher fills the
+    quota) flooded with 1 KiB QoS 1 messages. The broker must
     (a) slow the publisher before refusing anything (throttle counter > 0 when
     the first refusal arrives), (b) refuse with PUBACK 0x97 once over the hard
     limit, (c) accept publishes again once retention has deleted the oldest
@@ -612,7 +613,7 @@ def test_disk_limits_slow_then_refuse_then_resume():
         "FERRYMQ_STORE__DISKQUOTABYTES": "6291456",
         "FERRYMQ_STORE__DISKMAXUSEDSPACERATIO": "0.5",
         "FERRYMQ_STORE__DISKHARDLIMITRATIO": "0.75",
-        "FERRYMQ_STORE__CLEANRESOURCEINTERVAL": "1500",
+        "FERRYMQ_STORE__CLEANRESOURCEINTERVAL": "5000",
         "FERRYMQ_STORE__FILERESERVEDTIME": "48",
     }
     with Ferry("disk", settings) as ferry:
