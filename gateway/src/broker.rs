@@ -405,7 +405,13 @@ impl BrokerRole {
         let s = &self.shared;
         let group = req.field("group").unwrap_or_default();
         let off = int(req, "offset").unwrap_or(-1);
-        let Some(orig) = s.store.look_message_by_offset(off) else {
+        // The entry's own PHYSICALOFFSET must be the one asked for: an offset
+        // into the middle of some body does not decode as a message here.
+        let Some(orig) = s
+            .store
+            .look_message_by_offset(off)
+            .filter(|m| m.physical_offset == off)
+        else {
             return Command::response_to(
                 req,
                 response::SYSTEM_ERROR,
