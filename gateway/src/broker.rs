@@ -454,7 +454,12 @@ impl BrokerRole {
             m.properties.remove(property::DELAY);
         } else {
             m.topic = format!("%RETRY%{group}");
-            let level = if delay == 0 { 3 + times } else { delay };
+            // As RocketMQ: level 3 + the times it was consumed before (10 s first).
+            let level = if delay == 0 {
+                3 + orig.message.reconsume_times.max(0).min(i32::MAX - 3)
+            } else {
+                delay
+            };
             m.properties.insert(property::DELAY, level.to_string());
         }
         if s.l.topics().get(&m.topic).is_none() {
