@@ -456,7 +456,7 @@ impl BrokerRole {
             m.topic = format!("%RETRY%{group}");
             // As RocketMQ: level 3 + the times it was consumed before (10 s first).
             let level = if delay == 0 {
-                3 + orig.message.reconsume_times.max(0).min(i32::MAX - 3)
+                3 + orig.message.reconsume_times.clamp(0, i32::MAX - 3)
             } else {
                 delay
             };
