@@ -112,6 +112,8 @@ pub struct Broker {
     sessions: RwLock<HashMap<ClientId, Arc<Session>>>,
     /// Serialises session attach/detach so takeovers are atomic.
     pub(crate) session_lock: Mutex<()>,
+    /// Serialises retained publishes between the store and the retained table.
+    retain_order: Mutex<()>,
     subs: RwLock<SubscriptionTrie<SubKey, SubEntry>>,
     retained: RwLock<HashMap<String, Arc<RoutedMessage>>>,
     /// Counters.
@@ -152,6 +154,7 @@ impl Broker {
             log: None,
             sessions: RwLock::new(HashMap::new()),
             session_lock: Mutex::new(()),
+            retain_order: Mutex::new(()),
             subs: RwLock::new(SubscriptionTrie::new()),
             retained: RwLock::new(HashMap::new()),
             stats: Stats::default(),
@@ -413,6 +416,10 @@ impl Broker {
         let targets = self.plan(msg);
         let mut offsets = Vec::new();
         let mut durable = None;
+        // Retained publishes of one topic must reach the in-memory table in the
+        // order the L role stored them, or a restart-free node could keep the
+        // older one: append and retain under one lock.
+        let _order = msg.retain.then(|| self.retain_order.lock());
         if let Some(log) = &self.log {
             let sessions = targets
                 .iter()
