@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use ferrymq_shared::valid_topic_name;
-use node_l::topic_model::{from_stored, is_system_topic, session_queue};
+use node_l::topic_model::{from_message, is_system_topic, session_queue};
 use shared_store::message::{self, property, SYSFLAG_TRANSACTION_PREPARED};
-use shared_store::{Message, Properties, PutStatus, StoreError, StoredMessage, Submitted};
+use shared_store::{Message, Properties, PutStatus, StoreError, Submitted};
 
 use crate::codes::response;
 use crate::remoting::Command;
@@ -359,15 +359,7 @@ pub fn put(shared: &Shared, mut msg: Message) -> Result<Submitted, PutError> {
         return store.submit_message(msg).map_err(store_error);
     };
     // Deliver to MQTT subscribers on MQTT_TOPIC if set, else topic/tag, else topic.
-    let view = from_stored(&StoredMessage {
-        message: msg.clone(),
-        store_size: 0,
-        body_crc: 0,
-        queue_offset: 0,
-        physical_offset: 0,
-        store_timestamp: message::now_millis(),
-        store_host: shared.broker_addr,
-    });
+    let view = from_message(&msg);
     if is_system_topic(&msg.topic) || view.topic.starts_with('$') || !valid_topic_name(&view.topic)
     {
         return store.submit_message(msg).map_err(store_error);

@@ -413,30 +413,27 @@ impl Broker {
     /// future that confirms the configured durability. A store refusal is
     /// returned before anything was delivered or retained.
     pub fn publish(&self, msg: &Arc<RoutedMessage>) -> Result<(usize, Option<Durable>), LogError> {
-        let targets = self.plan(msg);
-        let mut offsets = Vec::new();
-        let mut durable = None;
         // Retained publishes of one topic must reach the in-memory table in the
         // order the L role stored them, or a restart-free node could keep the
         // older one: append and retain under one lock.
         let _order = msg.retain.then(|| self.retain_order.lock());
-        if let Some(log) = &self.log {
-            let sessions = targets
-                .iter()
-                .filter(|t| t.stored)
-                .map(|t| t.session.client_id.to_string())
-                .collect();
-            let (appended, d) = log.append(AppendRequest {
-                message: to_mqtt_message(msg),
-                sessions,
-            })?;
-            offsets = appended.session_offsets;
-            durable = Some(d);
-        }
-        if msg.retain {
-            self.retain(msg);
-        }
-        Ok((self.deliver(msg, targets, &offsets), durable))
+        let mut durable = None;
+        let n = self.publish_external(msg, |sessions| {
+            let mut offsets = Vec::new();
+            if let Some(log) = &self.log {
+                let (appended, d) = log.append(AppendRequest {
+                    message: to_mqtt_message(msg),
+                    sessions,
+                })?;
+                offsets = appended.session_offsets;
+                durable = Some(d);
+            }
+            if msg.retain {
+                self.retain(msg);
+            }
+            Ok(offsets)
+        })?;
+        Ok((n, durable))
     }
 
     /// Route a message that another front end stores itself (the RocketMQ

@@ -1049,7 +1049,9 @@ impl Conn {
             tracing::debug!(client = %self.client_id, from, until, max, "reading the session queue");
             self.fetching = Some(log.pull_session(&self.client_id, from, until, max));
         }
-        self.broker.commit_session(&self.session);
+        if self.session.persistent.load(Ordering::Acquire) {
+            self.broker.commit_session(&self.session);
+        }
         for (mut p, tracked) in out {
             self.apply_alias_out(&mut p);
             let pkid = p.pkid;

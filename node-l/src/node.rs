@@ -23,7 +23,7 @@ use crate::sessions::{SessionEvent, SessionTable};
 use crate::snapshot::FileError;
 use crate::topic_config::TopicTable;
 use crate::topic_model::{
-    from_stored, rocketmq_target, session_queue, to_store_message, RETAINED_QUEUE, SESSION_TOPIC,
+    from_message, rocketmq_target, session_queue, to_store_message, RETAINED_QUEUE, SESSION_TOPIC,
 };
 
 /// Why the L role could not start.
@@ -209,7 +209,7 @@ impl Inner {
                 off,
                 RetainedMessage {
                     stored_at_ms: stored.store_timestamp,
-                    message: from_stored(&stored),
+                    message: from_message(&stored.message),
                 },
             );
             retained += 1;
@@ -421,7 +421,7 @@ impl MessageLog for LNode {
                                 Ok(s) => messages.push(PulledMessage {
                                     offset: m.queue_offset,
                                     stored_at_ms: s.store_timestamp,
-                                    message: from_stored(&s),
+                                    message: from_message(&s.message),
                                 }),
                                 Err(e) => {
                                     return Err(LogError::Other(format!(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ferrymq_shared::boundary::{LogError, MqttMessage, MqttProps};
 use ferrymq_shared::{to_rocketmq, valid_rocketmq_topic};
 use shared_store::message::property;
-use shared_store::{Message, Properties, StoredMessage};
+use shared_store::{Message, Properties};
 
 /// Property names this module writes.
 pub mod prop {
@@ -257,13 +257,13 @@ pub fn to_store_message(
     Ok(msg)
 }
 
-/// The MQTT view of a stored message. Messages that came from RocketMQ
+/// The MQTT view of a RocketMQ message (stored, or about to be). Messages that came from RocketMQ
 /// producers have no `MQTT_TOPIC`: their topic is `T/tag` or `T`, their QoS 1,
 /// and their non-system properties become user properties.
-pub fn from_stored(s: &StoredMessage) -> MqttMessage {
-    let props: &Properties = &s.message.properties;
+pub fn from_message(m: &Message) -> MqttMessage {
+    let props: &Properties = &m.properties;
     let topic = ferrymq_shared::from_rocketmq(
-        &s.message.topic,
+        &m.topic,
         props.get(property::TAGS),
         props.get(property::MQTT_TOPIC),
     );
@@ -283,7 +283,7 @@ pub fn from_stored(s: &StoredMessage) -> MqttMessage {
     };
     MqttMessage {
         topic,
-        payload: s.message.body.clone(),
+        payload: m.body.clone(),
         qos,
         retain: props.get(prop::RETAIN) == Some("1"),
         props: MqttProps {
@@ -339,16 +339,7 @@ mod tests {
         assert_eq!(msg.properties.get("TAGS"), Some("paid"));
         assert_eq!(msg.properties.get("region"), Some("eu"));
         assert_eq!(msg.properties.get("MQTT_TOPIC"), Some("orders/paid/eu"));
-        let stored = StoredMessage {
-            message: msg,
-            store_size: 0,
-            body_crc: 0,
-            queue_offset: 0,
-            physical_offset: 0,
-            store_timestamp: 0,
-            store_host: "127.0.0.1:10911".parse().expect("addr"),
-        };
-        assert_eq!(from_stored(&stored), m);
+        assert_eq!(from_message(&msg), m);
     }
 
     #[test]
@@ -380,16 +371,7 @@ mod tests {
         msg.properties.insert("TAGS", "paid");
         msg.properties.insert("KEYS", "k1");
         msg.properties.insert("region", "eu");
-        let stored = StoredMessage {
-            message: msg,
-            store_size: 0,
-            body_crc: 0,
-            queue_offset: 0,
-            physical_offset: 0,
-            store_timestamp: 0,
-            store_host: "127.0.0.1:10911".parse().expect("addr"),
-        };
-        let m = from_stored(&stored);
+        let m = from_message(&msg);
         assert_eq!(m.topic, "orders/paid");
         assert_eq!(m.qos, 1);
         assert_eq!(m.props.user, vec![("region".into(), "eu".into())]);
