@@ -59,6 +59,10 @@ pub struct StoreConfig {
     pub store_host: SocketAddr,
     /// Largest number of bytes a single get returns.
     pub max_transfer_bytes: usize,
+    /// Bytes of the staging ring appends land in before the committer copies
+    /// them into the CommitLog (default 32 MiB; raised to fit two of the
+    /// largest entries). Appends wait for the committer when it is full.
+    pub commit_log_staging_size: u64,
 }
 
 impl Default for StoreConfig {
@@ -83,6 +87,7 @@ impl Default for StoreConfig {
             clean_resource_interval: 10_000,
             store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
             max_transfer_bytes: 4 << 20,
+            commit_log_staging_size: 32 << 20,
         }
     }
 }

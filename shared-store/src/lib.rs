@@ -17,6 +17,7 @@ pub mod index_file;
 mod mapped_file;
 pub mod message;
 pub mod msg_id;
+mod staging;
 pub mod store;
 
 pub use commit_log::AppendResult;

@@ -1,9 +1,10 @@
 //! A fixed-size file mapped into memory, and the ordered queue of such files
 //! that CommitLog and ConsumeQueue are made of.
 //!
-//! Concurrency contract: one writer at a time (the owner's append lock or the
-//! single dispatcher thread) writes at or beyond `wrote`, then publishes the new
-//! `wrote` with release ordering; readers only read below an acquired `wrote`.
+//! Concurrency contract: one writer at a time (the CommitLog's committer under
+//! its commit lock, or the single dispatcher thread) writes at or beyond
+//! `wrote`, then publishes the new `wrote` with release ordering; readers only
+//! read below an acquired `wrote`.
 //! Written bytes are never changed while readers can see them (recovery
 //! truncation runs before the store is shared).
 
@@ -29,6 +30,10 @@ pub(crate) struct MappedFile {
     flushed: AtomicU64,
     /// The file was shorter than a segment when opened (cut while growing or truncated).
     extended: bool,
+    /// Position of the BLANK entry that closed the segment, `u64::MAX` while open
+    /// (set by the appender, read by the committer: the bytes after it are not
+    /// copied).
+    closed_at: AtomicU64,
     _file: File,
 }
 
@@ -71,6 +76,7 @@ impl MappedFile {
             wrote: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             extended,
+            closed_at: AtomicU64::new(u64::MAX),
             _file: file,
         })
     }
@@ -106,8 +112,29 @@ impl MappedFile {
         self.flushed.store(pos.min(self.size), Ordering::Release);
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.wrote() >= self.size
+    /// Record that the segment ends with a BLANK entry at `pos`.
+    pub(crate) fn set_closed_at(&self, pos: u64) {
+        self.closed_at.store(pos, Ordering::Release);
+    }
+
+    /// Where the closing BLANK entry sits, if the segment was closed.
+    pub(crate) fn closed_at(&self) -> Option<u64> {
+        let p = self.closed_at.load(Ordering::Acquire);
+        (p != u64::MAX).then_some(p)
+    }
+
+    /// Write `data` at `pos` through the file (not the mapping); not yet
+    /// visible: call `set_wrote` after. Same contract as [`Self::write_at`].
+    pub(crate) fn pwrite(&self, pos: u64, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        pos.checked_add(data.len() as u64)
+            .filter(|e| *e <= self.size)
+            .ok_or_else(|| StoreError::Corruption {
+                file: self.path.clone(),
+                offset: pos,
+                reason: format!("write of {} bytes past the end", data.len()),
+            })?;
+        self._file.write_all_at(data, pos).at(&self.path)
     }
 
     /// Copy `data` to `pos` (not yet visible: call `set_wrote` after).
@@ -185,19 +212,6 @@ impl MappedFile {
             self.flushed.store(wrote, Ordering::Release);
         }
         Ok(wrote)
-    }
-
-    /// Prefault `[pos, pos+len)` writable so appends do not take page faults
-    /// under the append lock. Best effort: older kernels lack MADV_POPULATE_WRITE.
-    pub(crate) fn warm(&self, pos: u64, len: u64) {
-        let end = pos.saturating_add(len).min(self.size);
-        if end > pos {
-            let _ = self.map.advise_range(
-                memmap2::Advice::PopulateWrite,
-                pos as usize,
-                (end - pos) as usize,
-            );
-        }
     }
 
     /// Start of the next region at or after `pos` that holds data (holes are
@@ -329,6 +343,11 @@ impl MappedFileQueue {
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Size of every file in the queue.
+    pub(crate) fn file_size(&self) -> u64 {
+        self.file_size
     }
 
     pub(crate) fn files(&self) -> Vec<Arc<MappedFile>> {

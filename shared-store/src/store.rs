@@ -186,7 +186,8 @@ struct Inner {
     flush: Arc<OffsetSignal>,
     dispatch: Arc<OffsetSignal>,
     service: Arc<OffsetSignal>,
-    warm: Arc<OffsetSignal>,
+    /// Wakes the committer (ring → segments).
+    commit: Arc<OffsetSignal>,
     dispatch_lock: Mutex<()>,
     dispatched: AtomicU64,
     closing: AtomicBool,
@@ -230,6 +231,10 @@ impl MessageStore {
             root.join("commitlog"),
             config.mapped_file_size_commit_log,
             config.store_host,
+            root.join("staging"),
+            config
+                .commit_log_staging_size
+                .max(crate::staging::min_size(config.max_message_size)),
         )?;
         let cq_root = root.join("consumequeue");
         let queues = load_queues(&cq_root, config.consume_queue_entries_per_file)?;
@@ -260,7 +265,7 @@ impl MessageStore {
             flush: Arc::new(OffsetSignal::new(0)),
             dispatch: Arc::new(OffsetSignal::new(0)),
             service: Arc::new(OffsetSignal::new(0)),
-            warm: Arc::new(OffsetSignal::new(0)),
+            commit: Arc::new(OffsetSignal::new(0)),
             dispatch_lock: Mutex::new(()),
             dispatched: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -299,7 +304,7 @@ impl MessageStore {
             ("store-flush", &inner.flush, flush_loop),
             ("store-dispatch", &inner.dispatch, dispatch_loop),
             ("store-service", &inner.service, service_loop),
-            ("store-warm", &inner.warm, warm_loop),
+            ("store-commit", &inner.commit, commit_loop),
         ];
         let mut threads = inner.threads.lock();
         for (name, sig, body) in services {
@@ -359,16 +364,14 @@ impl MessageStore {
             .fetch_add(append.wrote_bytes as u64, Ordering::Relaxed);
         metrics::counter!("ferrymq_store_put_messages_total").increment(1);
         metrics::counter!("ferrymq_store_put_bytes_total").increment(append.wrote_bytes as u64);
-        inner.dispatch.wake();
-        if inner.commit_log.needs_warming(end) {
-            inner.warm.wake();
-        }
         let wait_for = match inner.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
+                // The flush thread commits before it syncs: one hop, not two.
                 inner.flush.wake();
                 Some(end)
             }
             FlushDiskType::AsyncFlush => {
+                inner.commit.wake();
                 let dirty = end.saturating_sub(inner.flush.flushed());
                 if dirty >= inner.config.flush_commit_log_least_pages * 4096 {
                     inner.flush.wake();
@@ -712,6 +715,7 @@ impl MessageStore {
 
     /// Dispatch everything appended so far, now, on this thread.
     pub fn dispatch_now(&self) -> Result<()> {
+        self.inner.commit_log.commit()?;
         self.inner.dispatch_pending()
     }
 
@@ -739,8 +743,8 @@ impl MessageStore {
         }
         // Taking the append lock waits out any append in progress.
         drop(inner.commit_log.queue_offsets());
-        inner.dispatch_pending()?;
         inner.commit_log.flush()?;
+        inner.dispatch_pending()?;
         inner.flush.publish(inner.commit_log.flushed_offset());
         let end = inner.commit_log.max_offset();
         inner.flush_indexes()?;
@@ -753,7 +757,7 @@ impl MessageStore {
         inner.flush.wake();
         inner.dispatch.wake();
         inner.service.wake();
-        inner.warm.wake();
+        inner.commit.wake();
         let threads: Vec<_> = inner.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
@@ -771,7 +775,7 @@ impl Drop for Inner {
         self.flush.wake();
         self.dispatch.wake();
         self.service.wake();
-        self.warm.wake();
+        self.commit.wake();
     }
 }
 
@@ -973,7 +977,7 @@ impl Inner {
     fn dispatch_pending(&self) -> Result<()> {
         let _g = self.dispatch_lock.lock();
         let mut off = self.dispatched.load(Ordering::Acquire);
-        let max = self.commit_log.max_offset();
+        let max = self.commit_log.committed_offset();
         off = off.max(self.commit_log.min_offset());
         while off < max {
             let Some(f) = self.commit_log.files().find(off) else {
@@ -1094,15 +1098,15 @@ fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) 
         let started = Instant::now();
         match inner.commit_log.flush() {
             Ok(flushed) => {
+                inner.dispatch.wake();
                 inner.flushes.fetch_add(1, Ordering::Relaxed);
                 metrics::histogram!("ferrymq_store_flush_latency_seconds")
                     .record(started.elapsed().as_secs_f64());
                 sig.publish(flushed);
                 if inner.config.flush_disk_type == FlushDiskType::AsyncFlush {
                     // ASYNC_FLUSH promises nothing per message: batch at least
-                    // `ASYNC_MIN_FLUSH_GAP` of writes per msync, because every msync
-                    // write-protects the flushed pages (TLB shootdowns on the
-                    // writer's core, faults on its next write).
+                    // `ASYNC_MIN_FLUSH_GAP` of writes per sync, so the disk sees
+                    // few large writes rather than many small ones.
                     let gap = ASYNC_MIN_FLUSH_GAP.saturating_sub(started.elapsed());
                     drop(inner);
                     if !gap.is_zero() {
@@ -1119,14 +1123,25 @@ fn flush_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) 
     }
 }
 
-fn warm_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) {
+/// ASYNC_FLUSH: copy appends from the ring into the segments as they come,
+/// then let the dispatcher index them. (SYNC_FLUSH commits in the flush
+/// thread; this loop then only catches up on its one-second timer.)
+fn commit_loop(weak: Weak<Inner>, sig: Arc<OffsetSignal>, stop: Arc<AtomicBool>) {
     loop {
         sig.wait(Duration::from_millis(1000));
         if stop.load(Ordering::Acquire) {
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
-        inner.commit_log.warm_ahead();
+        let before = inner.commit_log.committed_offset();
+        match inner.commit_log.commit() {
+            Ok(after) if after > before => inner.dispatch.wake(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(%e, "CommitLog commit failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
