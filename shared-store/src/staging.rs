@@ -14,7 +14,8 @@
 //! Recovery re-appends what the committer had not copied yet; every entry
 //! carries its own CommitLog offset and body CRC, so stale bytes from an
 //! earlier lap of the ring are never taken for new ones. The ring's pages are
-//! reused lap after lap, so they stay resident: no faults, no zeroing.
+//! reused lap after lap, so after the first lap they stay resident: no faults,
+//! no zeroing.
 //!
 //! Layout: one 4 KiB header page (magic, ring size, committed offset), then
 //! the ring; CommitLog offset `o` lives at ring position `o % size`.
@@ -51,9 +52,9 @@ impl Staging {
             .open(&path)
             .at(&path)?;
         file.set_len(HEADER + size).at(&path)?;
+        // Not prefaulted: a store that stays small touches only what it uses;
+        // a busy one pays the faults on the first lap only.
         let map = MmapRaw::map_raw(&file).at(&path)?;
-        // Fault the whole ring in once, now, rather than under the append lock.
-        let _ = map.advise(memmap2::Advice::PopulateWrite);
         let ring = Self { map, size };
         // SAFETY: no appender or committer exists yet.
         unsafe {
