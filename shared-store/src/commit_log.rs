@@ -96,8 +96,12 @@ pub(crate) struct CommitLog {
     flushed: AtomicU64,
     /// One past the last appended byte (in the ring, maybe not yet in a segment).
     appended: AtomicU64,
-    /// One past the last byte copied into a segment: what readers can see.
+    /// One past the last byte copied into a segment and published to readers
+    /// (always an entry boundary).
     committed: AtomicU64,
+    /// One past the last ring byte copied out (may be mid-entry while a
+    /// commit runs): appends may overwrite the ring below it.
+    copied: AtomicU64,
     staging: Staging,
     /// The ring as the last process left it, until recovery has replayed it.
     old_ring: Mutex<Option<OldRing>>,
@@ -123,6 +127,7 @@ impl CommitLog {
             flushed: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
             staging,
             old_ring: Mutex::new(old),
             commit_lock: Mutex::new(()),
@@ -284,7 +289,7 @@ impl CommitLog {
     /// progress for a while, the writer copies.
     fn reserve(&self, end: u64) -> Result<()> {
         let size = self.staging.size();
-        if end - self.committed_offset() <= size {
+        if end - self.copied.load(Ordering::Acquire) <= size {
             return Ok(());
         }
         if end - self.max_offset() > size {
@@ -293,13 +298,13 @@ impl CommitLog {
             )));
         }
         let mut g = self.space_lock.lock();
-        while end - self.committed_offset() > size {
-            let before = self.committed_offset();
+        while end - self.copied.load(Ordering::Acquire) > size {
+            let before = self.copied.load(Ordering::Acquire);
             let timed_out = self
                 .space
                 .wait_for(&mut g, std::time::Duration::from_millis(10))
                 .timed_out();
-            if timed_out && self.committed_offset() == before {
+            if timed_out && self.copied.load(Ordering::Acquire) == before {
                 drop(g);
                 self.commit()?;
                 g = self.space_lock.lock();
@@ -325,31 +330,40 @@ impl CommitLog {
             // blank in the ring was never written.
             let (stop, next) = match f.closed_at() {
                 Some(b) if f.from() + b + 8 <= end => (f.from() + b + 8, seg_end),
-                _ => {
-                    // In chunks, so waiting writers get room as it frees up.
-                    let s = end.min(seg_end).min(at + COMMIT_CHUNK);
-                    (s, s)
-                }
+                // An open segment: `end` is an entry boundary inside it.
+                _ => (end, end),
             };
-            if stop > at {
-                // SAFETY: `[at, stop)` lies between `committed` and the acquired
+            // Copied in chunks so writers waiting for ring space get it as it
+            // frees up; published to readers only at the entry boundary.
+            let mut p = at;
+            while p < stop {
+                let q = stop.min(p + COMMIT_CHUNK);
+                // SAFETY: `[p, q)` lies between `copied` and the acquired
                 // append end, which the appender does not overwrite.
-                let (a, b) = unsafe { self.staging.slices(at, stop - at) };
-                let pos = at - f.from();
+                let (a, b) = unsafe { self.staging.slices(p, q - p) };
+                let pos = p - f.from();
                 f.pwrite(pos, a)?;
                 if !b.is_empty() {
                     f.pwrite(pos + a.len() as u64, b)?;
                 }
+                p = q;
+                self.free_ring(p);
             }
             f.set_wrote(next - f.from());
             at = next;
             self.committed.store(at, Ordering::Release);
-            // Taken so a writer between its check and its wait cannot miss this.
-            drop(self.space_lock.lock());
-            self.space.notify_all();
+            self.free_ring(at);
         }
         self.staging.set_committed(at);
         Ok(at)
+    }
+
+    /// The ring below `offset` has been copied out: writers may reuse it.
+    fn free_ring(&self, offset: u64) {
+        self.copied.store(offset, Ordering::Release);
+        // Taken so a writer between its check and its wait cannot miss this.
+        drop(self.space_lock.lock());
+        self.space.notify_all();
     }
 
     /// Readers call this before reading `[offset, end)`: bytes appended but not
@@ -564,6 +578,7 @@ impl CommitLog {
     fn set_end(&self, end: u64) {
         self.appended.store(end, Ordering::Release);
         self.committed.store(end, Ordering::Release);
+        self.copied.store(end, Ordering::Release);
         self.staging.set_committed(end);
     }
 
@@ -787,5 +802,48 @@ mod tests {
         let log = load(dir.path());
         let end = log.recover_scan(0, 0, |_, _| Ok(())).unwrap();
         assert_eq!(end, last.physical_offset as u64);
+    }
+
+    /// Readers only ever see whole entries, even while a commit larger than
+    /// one `pwrite` chunk is copying.
+    #[test]
+    fn readers_see_only_entry_boundaries_during_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(
+            CommitLog::load(
+                dir.path().join("commitlog"),
+                16 << 20,
+                SocketAddr::from(([127, 0, 0, 1], 10911)),
+                dir.path().join("staging"),
+                8 << 20,
+            )
+            .unwrap(),
+        );
+        let mut ends = std::collections::HashSet::from([0u64]);
+        for i in 0..1500 {
+            ends.insert(log.append(&msg(i % 200)).unwrap().end_offset());
+        }
+        assert!(log.max_offset() > 3 * COMMIT_CHUNK);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::HashSet::new();
+                while !done.load(Ordering::Acquire) {
+                    seen.insert(log.committed_offset());
+                    seen.insert(log.files.max_offset());
+                }
+                seen
+            })
+        };
+        log.commit().unwrap();
+        done.store(true, Ordering::Release);
+        let seen = watcher.join().unwrap();
+        for o in seen {
+            assert!(
+                ends.contains(&o),
+                "a reader saw the log end at {o}, inside an entry"
+            );
+        }
     }
 }
