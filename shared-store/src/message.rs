@@ -7,6 +7,7 @@
 //! TOPIC (u8 len + bytes), PROPERTIES (i16 len + bytes).
 //! A PULL_MESSAGE body is these bytes as stored, so they must match exactly.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -584,6 +585,25 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_view_finds_the_same_properties_as_decode() {
+        let mut m = Message::new("T", 3, &b"body"[..]);
+        m.properties.insert("TAGS", "paid");
+        m.properties.insert("KEYS", "k1 k2");
+        m.properties.insert("UNIQ_KEY", "u");
+        m.properties.insert("EMPTY", "");
+        let host: SocketAddr = "127.0.0.1:10911".parse().unwrap();
+        let bytes = encode(&m, 7, 0, 0, &host).unwrap();
+        let info = dispatch_info(&bytes).unwrap();
+        assert_eq!(
+            (info.topic.as_ref(), info.queue_id, info.queue_offset),
+            ("T", 3, 7)
+        );
+        for k in ["TAGS", "KEYS", "UNIQ_KEY", "EMPTY", "MISSING", "TAG", ""] {
+            assert_eq!(info.property(k), m.properties.get(k), "property {k:?}");
+        }
+    }
+
+    #[test]
     fn decode_rejects_truncated_entry() {
         let mut m = Message::new("T", 0, &b"body"[..]);
         m.properties.insert("TAGS", "a");
@@ -597,28 +617,39 @@ mod tests {
     }
 }
 
-/// What the dispatcher needs from an entry, read without copying the body.
+/// What the dispatcher needs from an entry, borrowed from the entry's bytes:
+/// the dispatcher runs once per message, so it allocates nothing for entries
+/// whose text is valid UTF-8 and looks up only the properties it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DispatchInfo {
+pub(crate) struct DispatchInfo<'a> {
     pub(crate) size: usize,
-    pub(crate) topic: String,
+    pub(crate) topic: Cow<'a, str>,
     pub(crate) queue_id: i32,
     pub(crate) queue_offset: i64,
     pub(crate) sys_flag: i32,
     pub(crate) store_timestamp: i64,
-    pub(crate) properties: Properties,
+    properties: Cow<'a, str>,
 }
 
-impl DispatchInfo {
+impl DispatchInfo<'_> {
     /// Prepared and rolled-back transaction entries get no ConsumeQueue entry.
     pub(crate) fn is_consumable(&self) -> bool {
         let tx = self.sys_flag & SYSFLAG_TRANSACTION_ROLLBACK;
         tx != SYSFLAG_TRANSACTION_PREPARED && tx != SYSFLAG_TRANSACTION_ROLLBACK
     }
+
+    /// The first value of property `name` (as [`Properties::get`] on the
+    /// decoded properties).
+    pub(crate) fn property(&self, name: &str) -> Option<&str> {
+        self.properties.split(PROPERTY_SEPARATOR).find_map(|item| {
+            let (k, v) = item.split_once(NAME_VALUE_SEPARATOR)?;
+            (k == name).then_some(v)
+        })
+    }
 }
 
 /// Parse the dispatcher's view of a (already validated) entry.
-pub(crate) fn dispatch_info(buf: &[u8]) -> Result<DispatchInfo> {
+pub(crate) fn dispatch_info(buf: &[u8]) -> Result<DispatchInfo<'_>> {
     let mut c = Cursor { buf, pos: 0 };
     let size = c.i32()?;
     c.take(8)?;
@@ -635,7 +666,7 @@ pub(crate) fn dispatch_info(buf: &[u8]) -> Result<DispatchInfo> {
     let body_len = c.i32()?;
     c.take(usize::try_from(body_len).map_err(|_| StoreError::Malformed("body length".into()))?)?;
     let topic_len = c.u8()? as usize;
-    let topic = String::from_utf8_lossy(c.take(topic_len)?).into_owned();
+    let topic = String::from_utf8_lossy(c.take(topic_len)?);
     let props_len = c.i16()?;
     let props = c.take(
         usize::try_from(props_len)
@@ -648,6 +679,6 @@ pub(crate) fn dispatch_info(buf: &[u8]) -> Result<DispatchInfo> {
         queue_offset,
         sys_flag,
         store_timestamp,
-        properties: Properties::decode(&String::from_utf8_lossy(props)),
+        properties: String::from_utf8_lossy(props),
     })
 }

@@ -66,7 +66,9 @@ impl Submitted {
             }
             None => PutStatus::PutOk,
         };
-        metrics::histogram!("ferrymq_store_put_latency_seconds")
+        self.store
+            .inner
+            .put_latency
             .record(self.started.elapsed().as_secs_f64());
         PutResult {
             status,
@@ -200,6 +202,10 @@ struct Inner {
     puts: AtomicU64,
     put_bytes: AtomicU64,
     flushes: AtomicU64,
+    /// Per-put metrics, registered once: the macros look the name up per call.
+    put_messages: metrics::Counter,
+    put_bytes_total: metrics::Counter,
+    put_latency: metrics::Histogram,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -276,6 +282,9 @@ impl MessageStore {
             puts: AtomicU64::new(0),
             put_bytes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            put_messages: metrics::counter!("ferrymq_store_put_messages_total"),
+            put_bytes_total: metrics::counter!("ferrymq_store_put_bytes_total"),
+            put_latency: metrics::histogram!("ferrymq_store_put_latency_seconds"),
             threads: Mutex::new(Vec::new()),
             config,
         });
@@ -362,8 +371,8 @@ impl MessageStore {
         inner
             .put_bytes
             .fetch_add(append.wrote_bytes as u64, Ordering::Relaxed);
-        metrics::counter!("ferrymq_store_put_messages_total").increment(1);
-        metrics::counter!("ferrymq_store_put_bytes_total").increment(append.wrote_bytes as u64);
+        inner.put_messages.increment(1);
+        inner.put_bytes_total.increment(append.wrote_bytes as u64);
         let wait_for = match inner.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
                 // The flush thread commits before it syncs: one hop, not two.
@@ -944,13 +953,13 @@ impl Inner {
             let entry = CqEntry {
                 physical_offset: phy as i64,
                 size: info.size as i32,
-                tag_hash: message::tag_hash(info.properties.get(property::TAGS)),
+                tag_hash: message::tag_hash(info.property(property::TAGS)),
             };
             self.cq(&info.topic, info.queue_id)?
                 .put(info.queue_offset, entry)?;
             if let (Some(qs), Some(offs)) = (
-                info.properties.get(property::INNER_MULTI_DISPATCH),
-                info.properties.get(property::INNER_MULTI_QUEUE_OFFSET),
+                info.property(property::INNER_MULTI_DISPATCH),
+                info.property(property::INNER_MULTI_QUEUE_OFFSET),
             ) {
                 for (q, o) in qs.split(',').zip(offs.split(',')) {
                     if let Ok(o) = o.parse::<i64>() {
@@ -960,10 +969,10 @@ impl Inner {
             }
         }
         let mut keys: Vec<&str> = Vec::new();
-        if let Some(u) = info.properties.get(property::UNIQ_KEY) {
+        if let Some(u) = info.property(property::UNIQ_KEY) {
             keys.push(u);
         }
-        if let Some(ks) = info.properties.get(property::KEYS) {
+        if let Some(ks) = info.property(property::KEYS) {
             keys.extend(ks.split(' ').filter(|k| !k.is_empty()));
         }
         if !keys.is_empty() {
