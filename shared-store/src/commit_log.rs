@@ -235,6 +235,11 @@ impl CommitLog {
             start += segment - pos;
         }
         self.reserve(start + len)?;
+        if start.is_multiple_of(segment) {
+            // A new segment: create it before closing the old one (a failure
+            // here must leave nothing half done) so the committer finds it.
+            self.files.get_or_create(start)?;
+        }
         if let Some(at) = blank_at {
             let file = self.files.get_or_create(at)?;
             let remaining = (segment - pos) as i32;
@@ -244,10 +249,6 @@ impl CommitLog {
             // SAFETY: we hold the append lock and `reserve` made room.
             unsafe { self.staging.write(at, &blank) };
             file.set_closed_at(pos);
-        }
-        if start.is_multiple_of(segment) {
-            // A new segment: create it now so the committer always finds it.
-            self.files.get_or_create(start)?;
         }
         let physical_offset = start as i64;
         buf[POS_QUEUE_OFFSET..POS_QUEUE_OFFSET + 8].copy_from_slice(&queue_offset.to_be_bytes());
@@ -346,8 +347,9 @@ impl CommitLog {
                 if !b.is_empty() {
                     f.pwrite(pos + a.len() as u64, b)?;
                 }
+                // The ring is freed only at entry boundaries (below): a
+                // crash mid-commit must find the torn entry still in the ring.
                 p = q;
-                self.free_ring(p);
             }
             f.set_wrote(next - f.from());
             at = next;
@@ -422,9 +424,11 @@ impl CommitLog {
     /// Commit, then msync everything written since the last flush; returns
     /// the flushed offset.
     pub(crate) fn flush(&self) -> Result<u64> {
-        self.commit()?;
+        let committed = self.commit()?;
         let from = self.flushed_offset();
-        let flushed = self.files.flush_from(from)?.max(from);
+        // Never past what was committed: a segment the appender created since
+        // (written length 0) would otherwise claim its predecessor's tail.
+        let flushed = self.files.flush_from(from)?.max(from).min(committed);
         self.flushed.store(flushed, Ordering::Release);
         Ok(flushed)
     }
