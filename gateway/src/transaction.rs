@@ -94,16 +94,12 @@ pub async fn end(shared: &Arc<Shared>, req: &Command) -> Command {
     }
     // The offsets come from the client: the half queue must point at that
     // entry, or a crafted offset could commit or drop someone else's message.
-    let mut entry = shared.store.cq_entry(HALF_TOPIC, 0, half_offset);
-    if entry.is_none() {
-        // The producer ends its transaction right after the half message was
-        // stored, often before the dispatcher indexed it: index it now.
-        if let Err(e) = shared.store.dispatch_now() {
-            tracing::warn!(%e, "dispatching before END_TRANSACTION");
-        }
-        entry = shared.store.cq_entry(HALF_TOPIC, 0, half_offset);
-    }
-    let pointed = entry.is_some_and(|e| e.physical_offset == phy);
+    // (The producer often ends its transaction before the dispatcher indexed
+    // the half message; `cq_entry` indexes on demand.)
+    let pointed = shared
+        .store
+        .cq_entry(HALF_TOPIC, 0, half_offset)
+        .is_some_and(|e| e.physical_offset == phy);
     let half = pointed
         .then(|| shared.store.look_message_by_offset(phy))
         .flatten()

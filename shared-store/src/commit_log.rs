@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
@@ -106,6 +106,8 @@ pub(crate) struct CommitLog {
     /// The ring as the last process left it, until recovery has replayed it.
     old_ring: Mutex<Option<OldRing>>,
     commit_lock: Mutex<()>,
+    /// Set under the append lock by [`Self::close`]: no append follows it.
+    closed: AtomicBool,
     /// Writers waiting for ring space sleep on `space` (under `space_lock`).
     space_lock: Mutex<()>,
     space: Condvar,
@@ -131,6 +133,7 @@ impl CommitLog {
             staging,
             old_ring: Mutex::new(old),
             commit_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
             space_lock: Mutex::new(()),
             space: Condvar::new(),
             append: Mutex::new(QueueOffsets::default()),
@@ -189,6 +192,9 @@ impl CommitLog {
         };
 
         let mut offsets = self.append.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::ShutDown);
+        }
         let store_timestamp = message::now_millis();
         // Half and rolled-back transaction entries never reach a ConsumeQueue,
         // so they take no queue offset (as in RocketMQ).
@@ -281,6 +287,14 @@ impl CommitLog {
             offset_msg_id: encode_offset_msg_id(&self.store_host, physical_offset),
             lmq_offsets,
         })
+    }
+
+    /// Refuse every later append (shutdown). Taken under the append lock, so
+    /// an append either finished before or fails: none lands after the final
+    /// commit and checkpoint.
+    pub(crate) fn close(&self) {
+        let _g = self.append.lock();
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Make sure the ring can take bytes up to `end`: wait for the committer
@@ -511,6 +525,8 @@ impl CommitLog {
                     reason: format!("{durable} bytes were flushed but no segment exists"),
                 });
             }
+            self.old_ring.lock().take();
+            self.set_end(0);
             return Ok(0);
         };
         let start = start.max(first.from());

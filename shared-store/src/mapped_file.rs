@@ -242,7 +242,7 @@ impl MappedFile {
         self.flush_range(0, self.size)
     }
 
-    fn flush_range(&self, pos: u64, len: u64) -> Result<()> {
+    pub(crate) fn flush_range(&self, pos: u64, len: u64) -> Result<()> {
         if len == 0 {
             return Ok(());
         }

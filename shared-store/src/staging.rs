@@ -20,21 +20,20 @@
 //! Layout: one 4 KiB header page (magic, ring size, committed offset), then
 //! the ring; CommitLog offset `o` lives at ring position `o % size`.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapRaw;
-
 use crate::error::{IoContext, Result, StoreError};
+use crate::mapped_file::MappedFile;
 
 const HEADER: u64 = 4096;
 const MAGIC: &[u8; 8] = b"FMQSTAGE";
 const POS_SIZE: usize = 8;
 const POS_COMMITTED: usize = 16;
 
-/// The ring and its header, mapped shared.
+/// The ring and its header: a [`MappedFile`], so it is `fallocate`d like a
+/// segment (a store into a sparse mapping on a full disk would be SIGBUS).
 pub(crate) struct Staging {
-    map: MmapRaw,
+    file: MappedFile,
     size: u64,
 }
 
@@ -44,23 +43,21 @@ impl Staging {
     /// committed offset) so recovery can replay what was never committed.
     pub(crate) fn open(path: PathBuf, size: u64) -> Result<(Self, Option<OldRing>)> {
         let old = read_old(&path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at(&path)?;
-        file.set_len(HEADER + size).at(&path)?;
+        if old.as_ref().is_some_and(|o| o.size() != size) {
+            // Resized by configuration: the old bytes are copied out above.
+            std::fs::remove_file(&path).at(&path)?;
+        }
         // Not prefaulted: a store that stays small touches only what it uses;
         // a busy one pays the faults on the first lap only.
-        let map = MmapRaw::map_raw(&file).at(&path)?;
-        let ring = Self { map, size };
+        let file = MappedFile::open(path, 0, HEADER + size, false)?;
+        let ring = Self { file, size };
         // SAFETY: no appender or committer exists yet.
         unsafe {
-            ring.write_header(0, MAGIC);
-            ring.write_header(POS_SIZE, &size.to_le_bytes());
+            ring.file.write_at(0, MAGIC)?;
+            ring.file.write_at(POS_SIZE as u64, &size.to_le_bytes())?;
         }
+        // Synced once, so an OS crash cannot leave a ring without its header.
+        ring.file.flush_range(0, HEADER)?;
         Ok((ring, old))
     }
 
@@ -74,15 +71,15 @@ impl Staging {
     /// # Safety
     /// The caller is the single appender (holds the append lock), and the
     /// committer is done with every byte this overwrites: `offset + len <=
-    /// committed + size`.
+    /// copied + size`.
     pub(crate) unsafe fn write(&self, offset: u64, data: &[u8]) {
         let pos = offset % self.size;
         let first = (data.len() as u64).min(self.size - pos) as usize;
-        // SAFETY: both copies stay inside the ring; exclusivity is the caller's.
+        // SAFETY: both pieces lie inside the ring (bounds are checked again by
+        // `write_at`, which cannot fail here); exclusivity is the caller's.
         unsafe {
-            let base = self.map.as_mut_ptr().add(HEADER as usize);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(pos as usize), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+            let _ = self.file.write_at(HEADER + pos, &data[..first]);
+            let _ = self.file.write_at(HEADER, &data[first..]);
         }
     }
 
@@ -92,35 +89,28 @@ impl Staging {
     /// # Safety
     /// The range was appended and is not overwritten while the slices live
     /// (the committer reads below the published append end and above
-    /// `committed`, which the appender never overwrites).
+    /// `copied`, which the appender never overwrites).
     pub(crate) unsafe fn slices(&self, offset: u64, len: u64) -> (&[u8], &[u8]) {
         let pos = offset % self.size;
-        let first = len.min(self.size - pos) as usize;
-        // SAFETY: inside the ring; stability is the caller's contract.
-        unsafe {
-            let base = self.map.as_ptr().add(HEADER as usize);
-            (
-                std::slice::from_raw_parts(base.add(pos as usize), first),
-                std::slice::from_raw_parts(base, len as usize - first),
-            )
-        }
+        let first = len.min(self.size - pos);
+        let end = HEADER + self.size;
+        (
+            self.file
+                .slice(HEADER + pos, first, end)
+                .unwrap_or_default(),
+            self.file
+                .slice(HEADER, len - first, end)
+                .unwrap_or_default(),
+        )
     }
 
     /// Record how far the committer has copied (read back by recovery).
     pub(crate) fn set_committed(&self, offset: u64) {
         // SAFETY: the header word is only written by the committer (under its
         // lock) and read by recovery before any committer exists.
-        unsafe { self.write_header(POS_COMMITTED, &offset.to_le_bytes()) };
-    }
-
-    unsafe fn write_header(&self, pos: usize, bytes: &[u8]) {
-        // SAFETY: the header page is 4 KiB and every caller writes ≤ 8 bytes below 24.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.as_mut_ptr().add(pos),
-                bytes.len(),
-            )
+        let _ = unsafe {
+            self.file
+                .write_at(POS_COMMITTED as u64, &offset.to_le_bytes())
         };
     }
 }

@@ -577,7 +577,19 @@ impl MessageStore {
 
     /// ConsumeQueue entry at `offset`.
     pub fn cq_entry(&self, topic: &str, queue_id: i32, offset: i64) -> Option<CqEntry> {
-        self.inner.find_cq(topic, queue_id)?.get(offset)
+        let get = || self.inner.find_cq(topic, queue_id)?.get(offset);
+        if let Some(e) = get() {
+            return Some(e);
+        }
+        // Appended but not indexed yet (a client acting right after its own
+        // put): index now rather than answer "no such entry".
+        if offset < self.assigned_offset_in_queue(topic, queue_id) {
+            if let Err(e) = self.dispatch_now() {
+                tracing::warn!(%e, "dispatch for a ConsumeQueue lookup failed");
+            }
+            return get();
+        }
+        None
     }
 
     /// First queue offset whose message was stored at or after `timestamp` (ms);
@@ -750,8 +762,8 @@ impl MessageStore {
         if inner.closing.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // Taking the append lock waits out any append in progress.
-        drop(inner.commit_log.queue_offsets());
+        // Waits out any append in progress and refuses later ones.
+        inner.commit_log.close();
         inner.commit_log.flush()?;
         inner.dispatch_pending()?;
         inner.flush.publish(inner.commit_log.flushed_offset());

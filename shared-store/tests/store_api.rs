@@ -272,3 +272,22 @@ async fn oversized_and_illegal_messages_are_refused() {
         Err(shared_store::StoreError::ShutDown)
     ));
 }
+
+/// A client that looks up its own message right after the put (END_TRANSACTION
+/// does) finds it, indexed or not yet; an offset nobody was given stays absent.
+#[tokio::test]
+async fn cq_entry_right_after_a_put_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(small_config(dir.path())).unwrap();
+    for i in 0..50 {
+        let r = store.put_message(msg("T", 0, i)).await.unwrap();
+        let e = store
+            .cq_entry("T", 0, r.append.queue_offset)
+            .expect("entry of the put just made");
+        assert_eq!(e.physical_offset, r.append.physical_offset);
+    }
+    assert_eq!(store.cq_entry("T", 0, 50), None);
+    assert_eq!(store.cq_entry("T", 1, 0), None);
+    store.shutdown().unwrap();
+    assert!(store.put_message(msg("T", 0, 99)).await.is_err());
+}
